@@ -1,0 +1,330 @@
+"""Serverless behaviour for Peewee databases, as a mixin placed before Peewee's own classes.
+
+What the mixin adds to a plain ``MySQLDatabase`` / ``PostgresqlDatabase`` / ``SqliteDatabase``:
+
+* **lazy connect**: nothing happens at construction or import; the first query connects;
+* **warm reuse**: the connection survives between invocations of a warm container;
+* **check after a freeze**: :meth:`~ServerlessDatabaseMixin.prepare` (called by the lifecycle at
+  the start of each invocation) pings the connection only when it sat idle for
+  ``options.idle_check_seconds`` or more, and replaces it when it is dead;
+* **reconnect without losing or duplicating work**: when the server dropped the connection,
+  the statement is retried once on a new connection *only* outside a transaction and only when it
+  certainly did not run (the error says the socket was already dead) or it cannot change data
+  (a ``SELECT``). Otherwise :class:`~peewee_serverless.errors.ConnectionLost` is raised, so the
+  invocation fails cleanly instead of silently losing half a transaction. ``BEGIN`` is always
+  safe to retry, so a write wrapped in ``db.atomic()`` survives a connection killed while the
+  container was frozen.
+
+Do not use it behind a connection pool of your own (``playhouse.pool``): one Lambda container
+runs one invocation at a time and needs exactly one connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from peewee import (
+    InterfaceError,
+    MySQLDatabase,
+    OperationalError,
+    PostgresqlDatabase,
+    SqliteDatabase,
+)
+
+from .config import ServerlessOptions
+from .errors import (
+    ConnectionLimitReached,
+    ConnectionLost,
+    DatabaseUnavailable,
+    ErrorKind,
+    classify,
+)
+
+__all__ = [
+    "ConnectionEvents",
+    "ServerlessDatabaseMixin",
+    "ServerlessMySQLDatabase",
+    "ServerlessPostgresqlDatabase",
+    "ServerlessSqliteDatabase",
+    "database_class_for",
+]
+
+logger = logging.getLogger("peewee_serverless.database")
+
+_DEAD = (ErrorKind.CONNECTION_DEAD, ErrorKind.CONNECTION_LOST)
+_READ_ONLY_VERBS = frozenset(("SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "DESC"))
+
+
+def _is_read_only(sql: str) -> bool:
+    head = sql.lstrip(" \t\r\n(").split(None, 1)
+    return bool(head) and head[0].upper() in _READ_ONLY_VERBS
+
+
+@dataclass
+class ConnectionEvents:
+    """What happened to the connection during one invocation (reset by the lifecycle)."""
+
+    connects: int = 0
+    reused: int = 0
+    checks: int = 0
+    reconnects: int = 0
+    retries: int = 0
+    reaped: int = 0
+    yielded: int = 0
+    gave_up: int = 0
+    db_seconds: float = 0.0
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        for f in fields(self):
+            setattr(self, f.name, f.default)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict (for structured logs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class ServerlessDatabaseMixin:
+    """Lazy, warm-reusing, freeze-checking, safely reconnecting connection handling.
+
+    Place it before a Peewee database class. Backend differences live in the small hooks
+    ``_ping``, ``_server_in_transaction`` and ``connection_id_sql``.
+    """
+
+    #: SQL that returns the server-side id of this session (``None``: not applicable).
+    connection_id_sql: str | None = None
+
+    def __init__(
+        self, database: Any, *args: Any, options: ServerlessOptions | None = None, **kwargs: Any
+    ) -> None:
+        self.options = options or ServerlessOptions()
+        self.events = ConnectionEvents()
+        self._last_used: float | None = None
+        self._deadline: float | None = None
+        super().__init__(database, *args, **kwargs)  # type: ignore[call-arg]
+
+    # -- backend hooks -------------------------------------------------------------------------
+    def _ping(self, conn: Any) -> bool:
+        """Cheap liveness check of an idle connection (one round trip at most)."""
+        return True
+
+    def _server_in_transaction(self, conn: Any) -> bool:
+        """Whether the driver says a transaction is open, without asking the server."""
+        return False
+
+    # -- connecting ------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        started = time.perf_counter()
+        try:
+            conn = self._open_connection()
+        finally:
+            self.events.db_seconds += time.perf_counter() - started
+        self.events.connects += 1
+        self._last_used = time.monotonic()
+        self._state.broken = False  # type: ignore[attr-defined]
+        return conn
+
+    def _open_connection(self) -> Any:
+        """Open one driver connection; connect failures become typed errors.
+
+        The burst handling (back-off on connection limits) hooks in here.
+        """
+        try:
+            return super()._connect()  # type: ignore[misc]
+        except Exception as exc:
+            raise self._connect_failure(exc) from exc
+
+    def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
+        """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""
+        kind = classify(exc)
+        if kind is ErrorKind.CONNECTION_LIMIT:
+            self.events.gave_up += 1
+            return ConnectionLimitReached(
+                f"database refused the connection: no free connection slot "
+                f"(after {retried} retries)",
+                retry_after=2,
+                kind=kind,
+            )
+        if kind in (ErrorKind.SERVER_UNAVAILABLE, *_DEAD):
+            self.events.gave_up += 1
+            return DatabaseUnavailable(
+                f"database server is not reachable (after {retried} retries)",
+                retry_after=2,
+                kind=kind,
+            )
+        return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Latest ``time.monotonic()`` by which connecting must give up (from the Lambda context)."""
+        self._deadline = deadline
+
+    # -- per invocation --------------------------------------------------------------------------
+    def prepare(self) -> str:
+        """Make the connection fit for a new invocation; say what it took.
+
+        Returns ``"lazy"`` (no connection yet: the first query opens one), ``"reused"``
+        (used recently, no round trip), ``"checked"`` (idle long enough to be pinged, alive) or
+        ``"replaced"`` (pinged and found dead: dropped, the first query reconnects).
+        """
+        if self.is_closed():  # type: ignore[attr-defined]
+            return "lazy"
+        idle = time.monotonic() - (self._last_used or 0.0)
+        if idle < self.options.idle_check_seconds and not getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+            self.events.reused += 1
+            return "reused"
+        self.events.checks += 1
+        started = time.perf_counter()
+        alive = not getattr(self._state, "broken", False) and self._ping(self._state.conn)  # type: ignore[attr-defined]
+        self.events.db_seconds += time.perf_counter() - started
+        if alive:
+            self._last_used = time.monotonic()
+            return "checked"
+        self.events.reconnects += 1
+        self.discard_connection()
+        logger.info("idle connection was dead; it will be replaced on first use")
+        return "replaced"
+
+    def discard_connection(self) -> None:
+        """Forget the current connection without talking to the server (it is gone anyway)."""
+        conn = self._state.conn  # type: ignore[attr-defined]
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a dead socket may refuse even to close
+                pass
+        self._state.reset()  # type: ignore[attr-defined]
+
+    def finish(self) -> bool:
+        """End-of-invocation clean-up: roll back what was left open. True if anything was."""
+        state = self._state  # type: ignore[attr-defined]
+        if state.closed:
+            return False
+        if getattr(state, "broken", False):
+            self.discard_connection()
+            return False
+        leftover = bool(state.transactions) or self._server_in_transaction(state.conn)
+        if leftover:
+            del state.transactions[:]
+            try:
+                self.rollback()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - a failed rollback means the connection is unusable
+                self.discard_connection()
+        return leftover
+
+    def server_connection_id(self) -> int | None:
+        """The server's id for our session (``CONNECTION_ID()`` / ``pg_backend_pid()``)."""
+        if self.connection_id_sql is None:
+            return None
+        row = self.execute_sql(self.connection_id_sql).fetchone()  # type: ignore[attr-defined]
+        return int(row[0])
+
+    # -- statements ------------------------------------------------------------------------------
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        started = time.perf_counter()
+        try:
+            cursor = self._run_reconnecting(super().execute_sql, sql, params, retry_safe=None)  # type: ignore[misc]
+        finally:
+            self.events.db_seconds += time.perf_counter() - started
+        self._last_used = time.monotonic()
+        return cursor
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        # BEGIN changes nothing, so it may always be retried on a fresh connection.
+        self._run_reconnecting(super().begin, *args, retry_safe=True, **kwargs)  # type: ignore[misc]
+
+    def rollback(self, *args: Any, **kwargs: Any) -> None:
+        if getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+            # The server rolled back when the connection died; nothing to send.
+            return
+        super().rollback(*args, **kwargs)  # type: ignore[misc]
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        if getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+            raise ConnectionLost("connection lost inside a transaction; nothing was committed")
+        super().commit(*args, **kwargs)  # type: ignore[misc]
+
+    def _run_reconnecting(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            kind = classify(exc)
+            if kind not in _DEAD:
+                raise
+            in_txn = self.in_transaction()  # type: ignore[attr-defined]
+            if retry_safe is None:
+                sql = args[0] if args else ""
+                retry_safe = kind is ErrorKind.CONNECTION_DEAD or _is_read_only(sql)
+            if in_txn or not retry_safe:
+                self._state.broken = True  # type: ignore[attr-defined]
+                if not in_txn:
+                    self.discard_connection()
+                where = "inside a transaction" if in_txn else "during a write"
+                raise ConnectionLost(
+                    f"database connection lost {where}; the statement was not retried",
+                    kind=kind,
+                ) from exc
+            logger.info("database connection was dropped by the server (%s); reconnecting", kind.value)
+            self.discard_connection()
+            self.events.reconnects += 1
+            self.connect()  # type: ignore[attr-defined]
+            return func(*args, **kwargs)
+
+
+class ServerlessMySQLDatabase(ServerlessDatabaseMixin, MySQLDatabase):
+    """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
+
+    connection_id_sql = "SELECT CONNECTION_ID()"
+
+    def _ping(self, conn: Any) -> bool:
+        try:
+            conn.ping(reconnect=False)
+        except Exception:  # noqa: BLE001 - any failure means: replace it
+            return False
+        return True
+
+    def _server_in_transaction(self, conn: Any) -> bool:
+        # PyMySQL keeps the server's status flags from the last reply: SERVER_STATUS_IN_TRANS = 1.
+        return bool(getattr(conn, "server_status", 0) & 1)
+
+
+class ServerlessPostgresqlDatabase(ServerlessDatabaseMixin, PostgresqlDatabase):
+    """PostgreSQL (psycopg2) with serverless connection handling."""
+
+    connection_id_sql = "SELECT pg_backend_pid()"
+
+    def _ping(self, conn: Any) -> bool:
+        return not self._adapter.is_connection_closed(conn)
+
+    def _server_in_transaction(self, conn: Any) -> bool:
+        try:
+            return self._adapter.txn_status(conn) != self._adapter.txn_idle
+        except Exception:  # noqa: BLE001
+            return False
+
+
+class ServerlessSqliteDatabase(ServerlessDatabaseMixin, SqliteDatabase):
+    """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("pragmas", {"journal_mode": "wal", "busy_timeout": 5000})
+        for key in ("host", "port", "user", "password", "connect_timeout", "application_name"):
+            kwargs.pop(key, None)
+        super().__init__(database, *args, **kwargs)
+
+    def _server_in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+
+_CLASSES: dict[str, type[ServerlessDatabaseMixin]] = {
+    "mysql": ServerlessMySQLDatabase,
+    "postgres": ServerlessPostgresqlDatabase,
+    "sqlite": ServerlessSqliteDatabase,
+}
+
+
+def database_class_for(engine: str) -> type[ServerlessDatabaseMixin]:
+    """The serverless database class for a canonical engine name (see ``config.ENGINES``)."""
+    return _CLASSES[engine]

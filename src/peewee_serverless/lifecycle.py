@@ -1,0 +1,115 @@
+"""The per-invocation lifecycle: one decorator around a Lambda handler ``(event, context)``.
+
+::
+
+    @logger.inject_lambda_context          # Powertools decorators compose outside or inside
+    @database_lifecycle(db)
+    def handler(event, context):
+        return app.resolve(event, context)
+
+Each invocation: the connection is made fit (lazy / reused / checked after an idle gap /
+replaced when dead), the handler runs, whatever transaction it left open is rolled back (always
+on an exception), and the connection is kept for the next warm invocation or closed
+(``close_policy``). One structured log line says what the connection did and how long the
+database work took. Settings and credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .database import ServerlessDatabaseMixin
+
+__all__ = ["DEADLINE_MARGIN_SECONDS", "database_lifecycle", "deadline_from_context"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Connect retries stop this long before Lambda would kill the invocation, leaving time to answer.
+DEADLINE_MARGIN_SECONDS = 0.25
+
+
+def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS) -> float | None:
+    """``time.monotonic()`` by which database waits must end, from a Lambda context (or None)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        millis = float(remaining())
+    except Exception:  # noqa: BLE001 - a foreign context object: no deadline rather than a crash
+        return None
+    return time.monotonic() + max(0.0, millis / 1000.0 - margin)
+
+
+def _default_logger() -> Any:
+    # Powertools is imported on first use, not at package import: cold starts stay cheap.
+    from aws_lambda_powertools import Logger
+
+    return Logger(service="peewee-serverless", child=False)
+
+
+def database_lifecycle(
+    db: ServerlessDatabaseMixin,
+    *,
+    close_policy: str | None = None,
+    logger: Any = None,
+) -> Callable[[F], F]:
+    """Wrap a Lambda handler so every invocation starts and ends with a clean connection.
+
+    ``close_policy`` overrides ``db.options.close_policy`` (``"keep"`` or ``"close"``).
+    ``logger`` is any logger with ``info(msg, extra=...)``; a Powertools ``Logger`` by default.
+    """
+    policy = close_policy or db.options.close_policy
+    if policy not in ("keep", "close"):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("close_policy", f"must be 'keep' or 'close', got {policy!r}")
+    state: dict[str, Any] = {"logger": logger}
+
+    def decorate(handler: F) -> F:
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+            log = state["logger"]
+            if log is None:
+                log = state["logger"] = _default_logger()
+            started = time.perf_counter()
+            events = db.events
+            events.reset()
+            db.set_deadline(deadline_from_context(context))
+            connection = "lazy"
+            outcome = "error"
+            rolled_back = False
+            try:
+                connection = db.prepare()
+                result = handler(event, context, *args, **kwargs)
+                outcome = "ok"
+                return result
+            finally:
+                try:
+                    rolled_back = db.finish()
+                finally:
+                    closed = False
+                    if policy == "close" and not db.is_closed():  # type: ignore[attr-defined]
+                        db.close()  # type: ignore[attr-defined]
+                        closed = True
+                    db.set_deadline(None)
+                    log.info(
+                        "database lifecycle",
+                        extra={
+                            "db": {
+                                "connection": connection,
+                                "outcome": outcome,
+                                "rolled_back": rolled_back,
+                                "closed": closed,
+                                "db_ms": round(events.db_seconds * 1000, 3),
+                                "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                                **{k: v for k, v in events.as_dict().items() if k != "db_seconds"},
+                            }
+                        },
+                    )
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,219 @@
+"""Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
+
+Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default ``sqlite,mariadb,postgres``).
+A listed server that cannot be reached FAILS the run; leave it out of the list to opt out.
+Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
+on the servers, created here if missing, and starts every test with no tables in it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import peewee
+import pymysql
+import psycopg2
+import pytest
+
+from peewee_serverless import database_from_env
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
+
+ALL_BACKENDS = ("sqlite", "mariadb", "postgres")
+SELECTED = tuple(
+    b.strip()
+    for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
+    if b.strip()
+)
+SERVER_BACKENDS = tuple(b for b in SELECTED if b != "sqlite")
+TEST_DB = os.environ.get("PEEWEE_SERVERLESS_TEST_DB", "peewee_serverless_test")
+
+MYSQL_ADMIN = {
+    "host": os.environ.get("TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("TEST_MYSQL_PASSWORD", ""),
+}
+PG_ADMIN = {
+    "host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("TEST_PG_PORT", "5432")),
+    "user": os.environ.get("TEST_PG_USER", "postgres"),
+    "password": os.environ.get("TEST_PG_PASSWORD", ""),
+}
+
+
+@dataclass
+class Backend:
+    """One database server (or SQLite file) the tests run against."""
+
+    name: str
+    engine: str
+    env: dict[str, str]
+    tmp: Path
+    _admins: list[Any] = field(default_factory=list)
+
+    def make_db(self, environ: dict[str, str] | None = None, **overrides: Any) -> Any:
+        """A fresh, unconnected serverless database configured exactly like a function would be."""
+        env = dict(self.env)
+        env.update(environ or {})
+        return database_from_env(env, **overrides)
+
+    # -- a second, independent connection: counting and killing ------------------------------
+    def admin(self) -> Any:
+        """A plain driver connection (autocommit) to the test database, closed after the test."""
+        if self.engine == "mysql":
+            conn = pymysql.connect(database=TEST_DB, autocommit=True, **MYSQL_ADMIN)
+        elif self.engine == "postgres":
+            conn = psycopg2.connect(dbname=TEST_DB, **PG_ADMIN)
+            conn.autocommit = True
+        else:
+            raise RuntimeError("SQLite has no server to administer")
+        self._admins.append(conn)
+        return conn
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run ``sql`` on a fresh admin connection and return all rows."""
+        if self.engine == "sqlite":
+            db = peewee.SqliteDatabase(self.env["DB_NAME"])
+            with db:
+                return list(db.execute_sql(sql, params).fetchall())
+        conn = self.admin()
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def kill(self, connection_id: int) -> None:
+        """Kill a server session from outside, as a server restart or reaper would."""
+        if self.engine == "mysql":
+            self.query(f"KILL {int(connection_id)}")
+        else:
+            self.query("SELECT pg_terminate_backend(%s)", (connection_id,))
+
+    def connection_ids(self) -> set[int]:
+        """Server session ids connected to the test database (our admin connections excluded)."""
+        if self.engine == "mysql":
+            rows = self.query(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (TEST_DB,),
+            )
+        else:
+            rows = self.query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (TEST_DB,),
+            )
+        own = {self._admin_id(c) for c in self._admins[:-1]}
+        return {int(r[0]) for r in rows} - own
+
+    def _admin_id(self, conn: Any) -> int:
+        if self.engine == "mysql":
+            return int(conn.thread_id())
+        return int(conn.get_backend_pid())
+
+    def close(self) -> None:
+        for conn in self._admins:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._admins.clear()
+
+
+def _ensure_server_database(engine: str) -> None:
+    """Create the test database; fail the run (not skip) when the server is unreachable."""
+    try:
+        if engine == "mysql":
+            conn = pymysql.connect(autocommit=True, connect_timeout=5, **MYSQL_ADMIN)
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{TEST_DB}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+            conn.close()
+        else:
+            conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG_ADMIN)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DB,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{TEST_DB}"')
+            conn.close()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(
+            f"backend {engine} is not reachable ({exc}); start it (scripts/test does) or opt out "
+            f"with PEEWEE_SERVERLESS_TEST_BACKENDS",
+            pytrace=False,
+        )
+
+
+def _drop_all_tables(backend: Backend) -> None:
+    db = backend.make_db()
+    with db.connection_context():
+        if backend.engine == "mysql":
+            db.execute_sql("SET FOREIGN_KEY_CHECKS = 0")
+        cascade = " CASCADE" if backend.engine == "postgres" else ""
+        for table in db.get_tables():
+            db.execute_sql(f"DROP TABLE IF EXISTS {db.quote[0]}{table}{db.quote[1]}{cascade}")
+
+
+_ready: set[str] = set()
+
+
+def backend_env(name: str, tmp: Path) -> dict[str, str]:
+    """The environment a function would have for ``name`` (DB_* variables)."""
+    if name == "sqlite":
+        return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
+    if name == "mariadb":
+        env = {"DB_ENGINE": "mysql", "DB_NAME": TEST_DB, "DB_HOST": MYSQL_ADMIN["host"],
+               "DB_PORT": str(MYSQL_ADMIN["port"]), "DB_USER": MYSQL_ADMIN["user"]}
+        if MYSQL_ADMIN["password"]:
+            env["DB_PASSWORD"] = MYSQL_ADMIN["password"]
+        return env
+    env = {"DB_ENGINE": "postgres", "DB_NAME": TEST_DB, "DB_HOST": PG_ADMIN["host"],
+           "DB_PORT": str(PG_ADMIN["port"]), "DB_USER": PG_ADMIN["user"]}
+    if PG_ADMIN["password"]:
+        env["DB_PASSWORD"] = PG_ADMIN["password"]
+    return env
+
+
+def make_backend(name: str, tmp: Path) -> Backend:
+    """Prepare ``name`` (create its database once per run, empty its tables) and describe it."""
+    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}[name]
+    if engine != "sqlite" and engine not in _ready:
+        _ensure_server_database(engine)
+        _ready.add(engine)
+    backend = Backend(name, engine, backend_env(name, tmp), tmp)
+    if engine != "sqlite":
+        _drop_all_tables(backend)
+    return backend
+
+
+@pytest.fixture(params=SELECTED)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend selected for this run, each with an empty test database."""
+    b = make_backend(request.param, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Only the real servers (MariaDB, PostgreSQL): for killing, counting and limits."""
+    b = make_backend(request.param, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def db(backend: Backend) -> Iterator[Any]:
+    """An unconnected serverless database for ``backend``; closed after the test."""
+    database = backend.make_db()
+    yield database
+    if not database.is_closed():
+        database.finish()
+        database.close()
