@@ -23,6 +23,7 @@ from .errors import (
     ConnectionLost,
     DatabaseUnavailable,
     ErrorKind,
+    MigrationLockTimeout,
     PeeweeServerlessError,
     classify,
 )
@@ -31,7 +32,11 @@ from .lifecycle import database_lifecycle
 __version__ = "0.1.0"
 
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "migration_handler": ".migrate",
+    "migration_lock": ".migrate",
+    "run_migrations": ".migrate",
+}
 
 __all__ = [
     "ConfigurationError",
@@ -41,6 +46,7 @@ __all__ = [
     "DatabaseSettings",
     "DatabaseUnavailable",
     "ErrorKind",
+    "MigrationLockTimeout",
     "PeeweeServerlessError",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",

@@ -26,6 +26,7 @@ __all__ = [
     "ConnectionLost",
     "DatabaseUnavailable",
     "ErrorKind",
+    "MigrationLockTimeout",
     "PeeweeServerlessError",
     "classify",
     "driver_error",
@@ -72,6 +73,19 @@ class ConnectionLost(DatabaseUnavailable):
     unknown (MySQL 2013 "lost connection during query"). The invocation fails cleanly; the client
     may retry (safely, with an ``Idempotency-Key``).
     """
+
+
+class MigrationLockTimeout(PeeweeServerlessError):
+    """Another migrator held the migration lock longer than the lock timeout.
+
+    ``name`` is the lock's name, ``timeout`` the seconds waited. Nothing was applied; re-run
+    once the other migration finished (it is idempotent).
+    """
+
+    def __init__(self, message: str, *, name: str = "", timeout: float = 0.0) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(message)
 
 
 class ErrorKind(enum.Enum):

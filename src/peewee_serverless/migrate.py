@@ -1,0 +1,396 @@
+"""Schema migrations on Peewee's own :mod:`playhouse.migrations` runner, safe to run concurrently.
+
+Migrations are the playhouse files (``0001_create_user.py`` defining ``up(migrator, db)`` and
+``down(migrator, db)``), recorded in the runner's ``schema_migration`` history table. This module
+adds only what a deploy needs on top of that runner:
+
+* :func:`migration_lock`: one migrator at a time per database, so two copies of the migration
+  function (or two ``peewee-serverless migrate`` processes) started at once apply each migration
+  exactly once. MySQL / MariaDB: ``GET_LOCK``; PostgreSQL: ``pg_advisory_lock``; SQLite: an
+  exclusive ``flock`` on a ``<database>.migrate-lock`` file next to the database file;
+* :func:`run_migrations` / :func:`status`: the runner's ``up`` / ``down`` / ``status`` under that
+  lock. The runner reads the history *after* the lock is taken, so the process that waited sees
+  the other one's work and does nothing;
+* :func:`migration_handler`: a Lambda handler applying pending migrations, once per deploy;
+* :func:`add_command`: ``peewee-serverless migrate [up|down|status]``.
+
+Setting: ``DB_MIGRATION_LOCK_TIMEOUT`` (seconds, default 60): how long to wait for another
+migrator before giving up with :class:`~peewee_serverless.errors.MigrationLockTimeout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from peewee import DatabaseError, InterfaceError, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+from playhouse.migrations import Migration, MigrationError, Runner
+
+from .config import database_from_env
+from .errors import ConfigurationError, MigrationLockTimeout, PeeweeServerlessError
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "HISTORY_TABLE",
+    "add_command",
+    "lock_timeout_from_env",
+    "migration_handler",
+    "migration_lock",
+    "run_migrations",
+    "status",
+]
+
+#: Seconds to wait for another migrator when ``DB_MIGRATION_LOCK_TIMEOUT`` is not set.
+DEFAULT_LOCK_TIMEOUT = 60.0
+#: The playhouse runner's history table (its own default).
+HISTORY_TABLE = "schema_migration"
+
+_SQLITE_POLL_SECONDS = 0.05
+_MYSQL_LOCK_NAME_MAX = 64
+
+
+def lock_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``DB_MIGRATION_LOCK_TIMEOUT`` in seconds (``DEFAULT_LOCK_TIMEOUT`` when unset)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("DB_MIGRATION_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            "DB_MIGRATION_LOCK_TIMEOUT", f"must be a number of seconds, got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ConfigurationError("DB_MIGRATION_LOCK_TIMEOUT", f"must be >= 0, got {raw!r}")
+    return value
+
+
+def default_lock_name(db: Any) -> str:
+    """The lock name for ``db``: per database, because MySQL locks are server-wide."""
+    return f"peewee_serverless.migrate:{db.database}"
+
+
+def _mysql_lock_name(name: str) -> str:
+    # MySQL refuses names longer than 64 characters; a digest keeps long names distinct.
+    if len(name) <= _MYSQL_LOCK_NAME_MAX:
+        return name
+    return "peewee_serverless:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit PostgreSQL advisory-lock key for ``name`` (same in every process)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _timed_out(name: str, timeout: float, exc: BaseException | None = None) -> MigrationLockTimeout:
+    err = MigrationLockTimeout(
+        f"another migration holds the lock {name!r}; gave up after {timeout:g}s",
+        name=name,
+        timeout=timeout,
+    )
+    if exc is not None:
+        err.__cause__ = exc
+    return err
+
+
+@contextlib.contextmanager
+def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
+    lock = _mysql_lock_name(name)
+    # GET_LOCK is held by the session (not a transaction): DDL's implicit commits keep it.
+    row = db.execute_sql("SELECT GET_LOCK(%s, %s)", (lock, timeout)).fetchone()
+    if not row or row[0] != 1:
+        raise _timed_out(name, timeout)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
+            # A dead session has released the lock already.
+            db.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+
+
+@contextlib.contextmanager
+def _postgres_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
+    key = advisory_key(name)
+    # lock_timeout bounds the wait on any lock, advisory ones included (SQLSTATE 55P03).
+    previous = db.execute_sql("SHOW lock_timeout").fetchone()[0]
+    db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
+    if timeout <= 0:
+        # lock_timeout = 0 means "wait forever" to PostgreSQL; 0 here means "do not wait".
+        got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        if not got:
+            db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (previous,))
+            raise _timed_out(name, timeout)
+    else:
+        try:
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        except DatabaseError as exc:
+            if getattr(exc.__context__, "pgcode", None) != "55P03":
+                raise
+            raise _timed_out(name, timeout, exc) from exc
+        finally:
+            with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
+                db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (previous,))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@contextlib.contextmanager
+def _sqlite_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
+    path = str(db.database)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: SQLite still serializes each migration's transaction
+        yield
+        return
+    if path in ("", ":memory:") or path.startswith("file:"):
+        # A private in-memory database has no second migrator to exclude.
+        yield
+        return
+    # Not BEGIN IMMEDIATE around the runner: SqliteMigrator must toggle foreign_keys outside a
+    # transaction (a table rebuild would otherwise cascade deletes). A file lock excludes
+    # other processes without holding a transaction.
+    with open(path + ".migrate-lock", "a+b") as fh:
+        deadline = time.monotonic() + timeout
+        polls = int(timeout / _SQLITE_POLL_SECONDS) + 1
+        for _ in range(polls + 1):
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _timed_out(name, timeout) from None
+                time.sleep(_SQLITE_POLL_SECONDS)
+        else:
+            raise _timed_out(name, timeout)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def migration_lock(
+    db: Any, name: str | None = None, timeout: float | None = None
+) -> Iterator[None]:
+    """Hold the migration lock on ``db`` for the block: one migrator per database at a time.
+
+    ``name`` defaults to :func:`default_lock_name`; ``timeout`` (seconds) to
+    ``DB_MIGRATION_LOCK_TIMEOUT``. Raises :class:`MigrationLockTimeout` when another holder keeps
+    it longer. The lock belongs to ``db``'s current connection (session-level on the servers),
+    so run the migrations on that same ``db`` inside the block.
+    """
+    lock_name = name or default_lock_name(db)
+    wait = lock_timeout_from_env() if timeout is None else max(0.0, float(timeout))
+    if isinstance(db, MySQLDatabase):
+        manager = _mysql_lock(db, lock_name, wait)
+    elif isinstance(db, PostgresqlDatabase):
+        manager = _postgres_lock(db, lock_name, wait)
+    elif isinstance(db, SqliteDatabase):
+        manager = _sqlite_lock(db, lock_name, wait)
+    else:
+        raise TypeError(f"no migration lock for {type(db).__name__}")
+    with manager:
+        yield
+
+
+def _check_directory(directory: str | os.PathLike[str]) -> str:
+    path = os.fspath(directory)
+    if not os.path.isdir(path):
+        raise ConfigurationError("migrations directory", f"{path!r} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def _connected(db: Any) -> Iterator[None]:
+    # Reuse a connection the caller already has; otherwise open one just for this call.
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        yield
+    finally:
+        if opened and not db.is_closed():
+            db.close()
+
+
+def run_migrations(
+    db: Any,
+    directory: str | os.PathLike[str],
+    direction: str = "up",
+    target: str | None = None,
+    *,
+    lock_timeout: float | None = None,
+    table_name: str = HISTORY_TABLE,
+) -> list[str]:
+    """Apply (``up``) or revert (``down``) migrations under the migration lock.
+
+    ``up`` applies every pending migration in order (through ``target`` if given); ``down``
+    reverts the most recent one (back through ``target`` if given). Returns the names applied or
+    reverted, in order; ``[]`` when there was nothing to do (re-running is a no-op).
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    path = _check_directory(directory)
+    with _connected(db), migration_lock(db, timeout=lock_timeout):
+        runner = Runner(db, path, table_name=table_name)
+        # The runner reads the history now, after the lock: a waiter sees the holder's work.
+        names: list[str] = runner.up(target) if direction == "up" else runner.down(target)
+        return names
+
+
+def status(
+    db: Any,
+    directory: str | os.PathLike[str],
+    *,
+    table_name: str = HISTORY_TABLE,
+) -> list[Migration]:
+    """Files and history merged, in order: playhouse ``Migration(idx, name, path, applied)``.
+
+    ``applied`` is ``None`` for a pending migration; ``path`` is ``None`` for a recorded one whose
+    file is gone. Takes no lock (it only reads).
+    """
+    path = _check_directory(directory)
+    with _connected(db):
+        rows: list[Migration] = Runner(db, path, table_name=table_name).status()
+        return rows
+
+
+def _names(rows: list[Migration], applied: bool) -> list[str]:
+    return [m.name for m in rows if bool(m.applied) is applied]
+
+
+def migration_handler(
+    directory: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """A Lambda handler ``(event, context)`` that applies pending migrations (run once per deploy).
+
+    The database comes from the environment (:func:`~peewee_serverless.database_from_env`), built
+    on the first invocation. Returns ``{"action": "up", "applied": [newly applied], "pending":
+    [still pending]}``. The event ``{"action": "status"}`` changes nothing and returns
+    ``{"action": "status", "applied": [all applied], "pending": [...]}``. Two copies started
+    at once are safe (the lock); a re-run applies nothing. The lock wait is
+    ``DB_MIGRATION_LOCK_TIMEOUT``, cut short to end before the invocation's own deadline.
+    """
+    from .lifecycle import database_lifecycle, deadline_from_context
+
+    state: dict[str, Any] = {}
+
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        wrapped = state.get("handler")
+        if wrapped is None:
+            db = database_from_env(environ)
+
+            def migrate(event: Any, context: Any) -> dict[str, Any]:
+                return _invoke(db, event, context)
+
+            wrapped = state["handler"] = database_lifecycle(db, close_policy="close")(migrate)
+        result: dict[str, Any] = wrapped(event, context)
+        return result
+
+    def _invoke(db: Any, event: Any, context: Any) -> dict[str, Any]:
+        action = "up"
+        if isinstance(event, Mapping) and event.get("action"):
+            action = str(event["action"])
+        if action == "status":
+            rows = status(db, directory)
+            return {
+                "action": "status",
+                "applied": _names(rows, True),
+                "pending": _names(rows, False),
+            }
+        if action != "up":
+            raise ConfigurationError("action", f"must be 'up' or 'status', got {action!r}")
+        timeout = lock_timeout_from_env(environ)
+        deadline = deadline_from_context(context, margin=1.0)
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+        applied = run_migrations(db, directory, "up", lock_timeout=timeout)
+        pending = _names(status(db, directory), False)
+        return {"action": "up", "applied": applied, "pending": pending}
+
+    return handler
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    """Register ``migrate [up|down|status] [--dir DIR] [--target NAME]`` on a subparser set."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "migrate",
+        help="apply, revert or list migrations on the configured database",
+        description=(
+            "Run playhouse.migrations files against the database configured by DATABASE_URL or "
+            "DB_* variables, under a lock that makes concurrent runs safe."
+        ),
+    )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        default="up",
+        choices=("up", "down", "status"),
+        help="up: apply pending (default); down: revert the latest; status: list",
+    )
+    parser.add_argument(
+        "--dir",
+        dest="directory",
+        default="migrations",
+        help="migrations directory (default: ./migrations)",
+    )
+    parser.add_argument(
+        "--target", default=None, help="up: stop after NAME; down: revert back through NAME"
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for another migrator (default: DB_MIGRATION_LOCK_TIMEOUT or 60)",
+    )
+    parser.set_defaults(func=command)
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the ``migrate`` command; print one line per migration. Errors: one line, exit 2."""
+    db: Any = None
+    try:
+        _check_directory(args.directory)
+        timeout = lock_timeout_from_env() if args.lock_timeout is None else args.lock_timeout
+        db = database_from_env()
+        if args.action == "status":
+            for m in status(db, args.directory):
+                mark = "x" if m.applied and m.path else ("?" if m.applied else " ")
+                suffix = "  (file missing)" if m.applied and not m.path else ""
+                print(f"[{mark}] {m.name}{suffix}")
+            return 0
+        names = run_migrations(db, args.directory, args.action, args.target, lock_timeout=timeout)
+        verb = "applied" if args.action == "up" else "reverted"
+        for name in names:
+            print(f"{verb} {name}")
+        if not names:
+            print("nothing to apply" if args.action == "up" else "nothing to revert")
+        return 0
+    except (PeeweeServerlessError, MigrationError, DatabaseError, InterfaceError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if db is not None and not db.is_closed():
+            db.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, PeeweeServerlessError) else f"{type(exc).__name__}: {text}"
