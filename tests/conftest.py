@@ -8,6 +8,7 @@ on the servers, created here if missing, and starts every test with no tables in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import peewee
-import pymysql
 import psycopg2
+import pymysql
 import pytest
 
 from peewee_serverless import database_from_env
@@ -99,7 +100,8 @@ class Backend:
         """Server session ids connected to the test database (our admin connections excluded)."""
         if self.engine == "mysql":
             rows = self.query(
-                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                "SELECT id FROM information_schema.processlist"
+                " WHERE db = %s AND id <> CONNECTION_ID()",
                 (TEST_DB,),
             )
         else:
@@ -117,10 +119,8 @@ class Backend:
 
     def close(self) -> None:
         for conn in self._admins:
-            try:
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:
-                pass
         self._admins.clear()
 
 
@@ -169,13 +169,23 @@ def backend_env(name: str, tmp: Path) -> dict[str, str]:
     if name == "sqlite":
         return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
     if name == "mariadb":
-        env = {"DB_ENGINE": "mysql", "DB_NAME": TEST_DB, "DB_HOST": MYSQL_ADMIN["host"],
-               "DB_PORT": str(MYSQL_ADMIN["port"]), "DB_USER": MYSQL_ADMIN["user"]}
+        env = {
+            "DB_ENGINE": "mysql",
+            "DB_NAME": TEST_DB,
+            "DB_HOST": MYSQL_ADMIN["host"],
+            "DB_PORT": str(MYSQL_ADMIN["port"]),
+            "DB_USER": MYSQL_ADMIN["user"],
+        }
         if MYSQL_ADMIN["password"]:
             env["DB_PASSWORD"] = MYSQL_ADMIN["password"]
         return env
-    env = {"DB_ENGINE": "postgres", "DB_NAME": TEST_DB, "DB_HOST": PG_ADMIN["host"],
-           "DB_PORT": str(PG_ADMIN["port"]), "DB_USER": PG_ADMIN["user"]}
+    env = {
+        "DB_ENGINE": "postgres",
+        "DB_NAME": TEST_DB,
+        "DB_HOST": PG_ADMIN["host"],
+        "DB_PORT": str(PG_ADMIN["port"]),
+        "DB_USER": PG_ADMIN["user"],
+    }
     if PG_ADMIN["password"]:
         env["DB_PASSWORD"] = PG_ADMIN["password"]
     return env

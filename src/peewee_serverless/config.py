@@ -265,4 +265,3 @@ def database_from_env(
     ``overrides`` are passed to the database class (driver connect parameters, ``options=``).
     """
     return settings_from_env(environ).create_database(**overrides)
-

@@ -21,10 +21,11 @@ runs one invocation at a time and needs exactly one connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peewee import (
     InterfaceError,
@@ -97,6 +98,15 @@ class ServerlessDatabaseMixin:
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
 
+    if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
+        _state: Any
+        _adapter: Any
+
+        def is_closed(self) -> bool: ...
+        def in_transaction(self) -> bool: ...
+        def connect(self, reuse_if_open: bool = False) -> bool: ...
+        def close(self) -> bool: ...
+
     def __init__(
         self, database: Any, *args: Any, options: ServerlessOptions | None = None, **kwargs: Any
     ) -> None:
@@ -124,7 +134,7 @@ class ServerlessDatabaseMixin:
             self.events.db_seconds += time.perf_counter() - started
         self.events.connects += 1
         self._last_used = time.monotonic()
-        self._state.broken = False  # type: ignore[attr-defined]
+        self._state.broken = False
         return conn
 
     def _open_connection(self) -> Any:
@@ -158,7 +168,7 @@ class ServerlessDatabaseMixin:
         return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
 
     def set_deadline(self, deadline: float | None) -> None:
-        """Latest ``time.monotonic()`` by which connecting must give up (from the Lambda context)."""
+        """Latest ``time.monotonic()`` by which connecting must give up (Lambda context)."""
         self._deadline = deadline
 
     # -- per invocation --------------------------------------------------------------------------
@@ -169,15 +179,15 @@ class ServerlessDatabaseMixin:
         (used recently, no round trip), ``"checked"`` (idle long enough to be pinged, alive) or
         ``"replaced"`` (pinged and found dead: dropped, the first query reconnects).
         """
-        if self.is_closed():  # type: ignore[attr-defined]
+        if self.is_closed():
             return "lazy"
         idle = time.monotonic() - (self._last_used or 0.0)
-        if idle < self.options.idle_check_seconds and not getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+        if idle < self.options.idle_check_seconds and not getattr(self._state, "broken", False):
             self.events.reused += 1
             return "reused"
         self.events.checks += 1
         started = time.perf_counter()
-        alive = not getattr(self._state, "broken", False) and self._ping(self._state.conn)  # type: ignore[attr-defined]
+        alive = not getattr(self._state, "broken", False) and self._ping(self._state.conn)
         self.events.db_seconds += time.perf_counter() - started
         if alive:
             self._last_used = time.monotonic()
@@ -189,17 +199,16 @@ class ServerlessDatabaseMixin:
 
     def discard_connection(self) -> None:
         """Forget the current connection without talking to the server (it is gone anyway)."""
-        conn = self._state.conn  # type: ignore[attr-defined]
+        conn = self._state.conn
         if conn is not None:
-            try:
+            # A dead socket may refuse even to close.
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:  # noqa: BLE001 - a dead socket may refuse even to close
-                pass
-        self._state.reset()  # type: ignore[attr-defined]
+        self._state.reset()
 
     def finish(self) -> bool:
         """End-of-invocation clean-up: roll back what was left open. True if anything was."""
-        state = self._state  # type: ignore[attr-defined]
+        state = self._state
         if state.closed:
             return False
         if getattr(state, "broken", False):
@@ -209,7 +218,7 @@ class ServerlessDatabaseMixin:
         if leftover:
             del state.transactions[:]
             try:
-                self.rollback()  # type: ignore[attr-defined]
+                self.rollback()
             except Exception:  # noqa: BLE001 - a failed rollback means the connection is unusable
                 self.discard_connection()
         return leftover
@@ -218,7 +227,7 @@ class ServerlessDatabaseMixin:
         """The server's id for our session (``CONNECTION_ID()`` / ``pg_backend_pid()``)."""
         if self.connection_id_sql is None:
             return None
-        row = self.execute_sql(self.connection_id_sql).fetchone()  # type: ignore[attr-defined]
+        row = self.execute_sql(self.connection_id_sql).fetchone()
         return int(row[0])
 
     # -- statements ------------------------------------------------------------------------------
@@ -236,29 +245,31 @@ class ServerlessDatabaseMixin:
         self._run_reconnecting(super().begin, *args, retry_safe=True, **kwargs)  # type: ignore[misc]
 
     def rollback(self, *args: Any, **kwargs: Any) -> None:
-        if getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+        if getattr(self._state, "broken", False):
             # The server rolled back when the connection died; nothing to send.
             return
         super().rollback(*args, **kwargs)  # type: ignore[misc]
 
     def commit(self, *args: Any, **kwargs: Any) -> None:
-        if getattr(self._state, "broken", False):  # type: ignore[attr-defined]
+        if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
         super().commit(*args, **kwargs)  # type: ignore[misc]
 
-    def _run_reconnecting(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
+    def _run_reconnecting(
+        self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any
+    ) -> Any:
         try:
             return func(*args, **kwargs)
         except (OperationalError, InterfaceError) as exc:
             kind = classify(exc)
             if kind not in _DEAD:
                 raise
-            in_txn = self.in_transaction()  # type: ignore[attr-defined]
+            in_txn = self.in_transaction()
             if retry_safe is None:
                 sql = args[0] if args else ""
                 retry_safe = kind is ErrorKind.CONNECTION_DEAD or _is_read_only(sql)
             if in_txn or not retry_safe:
-                self._state.broken = True  # type: ignore[attr-defined]
+                self._state.broken = True
                 if not in_txn:
                     self.discard_connection()
                 where = "inside a transaction" if in_txn else "during a write"
@@ -266,10 +277,12 @@ class ServerlessDatabaseMixin:
                     f"database connection lost {where}; the statement was not retried",
                     kind=kind,
                 ) from exc
-            logger.info("database connection was dropped by the server (%s); reconnecting", kind.value)
+            logger.info(
+                "database connection was dropped by the server (%s); reconnecting", kind.value
+            )
             self.discard_connection()
             self.events.reconnects += 1
-            self.connect()  # type: ignore[attr-defined]
+            self.connect()
             return func(*args, **kwargs)
 
 

@@ -56,7 +56,9 @@ class DatabaseUnavailable(PeeweeServerlessError):
     ``Retry-After`` with a 503). ``kind`` is the :class:`ErrorKind` of the last failure.
     """
 
-    def __init__(self, message: str, *, retry_after: int = 1, kind: ErrorKind | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int = 1, kind: ErrorKind | None = None
+    ) -> None:
         self.retry_after = retry_after
         self.kind = kind
         super().__init__(message)

@@ -91,8 +91,8 @@ def database_lifecycle(
                     rolled_back = db.finish()
                 finally:
                     closed = False
-                    if policy == "close" and not db.is_closed():  # type: ignore[attr-defined]
-                        db.close()  # type: ignore[attr-defined]
+                    if policy == "close" and not db.is_closed():
+                        db.close()
                         closed = True
                     db.set_deadline(None)
                     log.info(

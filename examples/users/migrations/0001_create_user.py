@@ -1,0 +1,24 @@
+"""Create the users table (a frozen copy of the model, independent of models.py)."""
+
+from peewee import CharField, DateTimeField, Model
+
+
+def _user(db):
+    class User(Model):
+        name = CharField(max_length=100)
+        email = CharField(max_length=254, unique=True)
+        created_at = DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "users"
+
+    return User
+
+
+def up(migrator, db):
+    db.create_tables([_user(db)])
+
+
+def down(migrator, db):
+    db.drop_tables([_user(db)])
