@@ -32,7 +32,12 @@ from peewee import DatabaseError, InterfaceError, MySQLDatabase, PostgresqlDatab
 from playhouse.migrations import Migration, MigrationError, Runner
 
 from .config import database_from_env
-from .errors import ConfigurationError, MigrationLockTimeout, PeeweeServerlessError
+from .errors import (
+    ConfigurationError,
+    MigrationLockTimeout,
+    PeeweeServerlessError,
+    driver_error,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -134,7 +139,7 @@ def _postgres_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
         try:
             db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
         except DatabaseError as exc:
-            if getattr(exc.__context__, "pgcode", None) != "55P03":
+            if getattr(driver_error(exc), "pgcode", None) != "55P03":
                 raise
             raise _timed_out(name, timeout, exc) from exc
         finally:
@@ -319,8 +324,9 @@ def migration_handler(
         deadline = deadline_from_context(context, margin=1.0)
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-        applied = run_migrations(db, directory, "up", lock_timeout=timeout)
-        pending = _names(status(db, directory), False)
+        with _connected(db):  # one connection for the whole invocation
+            applied = run_migrations(db, directory, "up", lock_timeout=timeout)
+            pending = _names(status(db, directory), False)
         return {"action": "up", "applied": applied, "pending": pending}
 
     return handler
