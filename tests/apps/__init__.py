@@ -1,0 +1,1 @@
+"""Small Lambda handlers the local-run tests serve and invoke (independent of the examples)."""
