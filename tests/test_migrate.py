@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TEST_DB, Backend
 
 from peewee_serverless import ConfigurationError, MigrationLockTimeout
 from peewee_serverless.migrate import (
@@ -23,6 +22,8 @@ from peewee_serverless.migrate import (
     run_migrations,
     status,
 )
+
+from .conftest import ROOT, TEST_DB, Backend
 
 # 0001 would fail if it ran twice (no IF NOT EXISTS): applying it once per run is the contract.
 CREATE_NOTE = """

@@ -126,16 +126,16 @@ def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
 @contextlib.contextmanager
 def _postgres_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
     key = advisory_key(name)
-    # lock_timeout bounds the wait on any lock, advisory ones included (SQLSTATE 55P03).
-    previous = db.execute_sql("SHOW lock_timeout").fetchone()[0]
-    db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
     if timeout <= 0:
-        # lock_timeout = 0 means "wait forever" to PostgreSQL; 0 here means "do not wait".
         got = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         if not got:
-            db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (previous,))
             raise _timed_out(name, timeout)
     else:
+        # lock_timeout bounds the wait on any lock, advisory ones included (SQLSTATE 55P03);
+        # at least 1ms, because 0 would mean "wait forever".
+        previous = db.execute_sql("SHOW lock_timeout").fetchone()[0]
+        wait_ms = f"{max(1, int(timeout * 1000))}ms"
+        db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (wait_ms,))
         try:
             db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
         except DatabaseError as exc:
