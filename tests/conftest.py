@@ -227,3 +227,56 @@ def db(backend: Backend) -> Iterator[Any]:
     if not database.is_closed():
         database.finish()
         database.close()
+
+
+EXAMPLE_MIGRATIONS = ROOT / "examples" / "users" / "migrations"
+
+
+@dataclass
+class UsersService:
+    """The example users service loaded against one backend, schema migrated."""
+
+    backend: Backend
+    module: Any  # examples.users.app
+    db: Any
+
+    def invoke(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        """Call the Lambda handler once, as Lambda would."""
+        from peewee_serverless.local.context import LambdaContext
+
+        return self.module.handler(event, context or LambdaContext())
+
+    def user_rows(self) -> list[tuple[Any, ...]]:
+        """Every row of the users table, read through an independent connection."""
+        return self.backend.query("SELECT id, name, email FROM users ORDER BY id")
+
+
+def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> UsersService:
+    """(Re)import the example with ``backend``'s environment, as a fresh Lambda container would."""
+    import importlib
+
+    from peewee_serverless.migrate import run_migrations
+
+    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in backend.env.items():
+        monkeypatch.setenv(key, value)
+    import examples.users.app
+    import examples.users.models
+
+    importlib.reload(examples.users.models)
+    app = importlib.reload(examples.users.app)
+    migrator_db = backend.make_db()
+    run_migrations(migrator_db, EXAMPLE_MIGRATIONS)
+    migrator_db.close()
+    return UsersService(backend, app, app.db)
+
+
+@pytest.fixture
+def users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[UsersService]:
+    """The example service on every backend."""
+    service = load_users_service(backend, monkeypatch)
+    yield service
+    if not service.db.is_closed():
+        service.db.finish()
+        service.db.close()

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from .errors import ConfigurationError
+from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource
+from .tls import TlsSettings, tls_from_env
 
 if TYPE_CHECKING:
     from .database import ServerlessDatabaseMixin
@@ -47,6 +49,7 @@ DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
 CLOSE_POLICIES = ("keep", "close")
 MODES = ("direct", "proxy")
+JITTERS = ("full", "decorrelated")
 
 T = TypeVar("T")
 
@@ -93,6 +96,11 @@ class ServerlessOptions:
         marks our connections on the server (defaults to the Lambda function name).
     ``DB_MODE``
         ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``).
+    ``DB_CONNECT_RETRIES``, ``DB_BACKOFF_BASE_MS``, ``DB_BACKOFF_CAP_MS``, ``DB_BACKOFF_JITTER``
+        connect retry on connection limits / a restarting server (see :mod:`.backoff`).
+    ``DB_USAGE_THRESHOLD``, ``DB_USAGE_CHECK_SECONDS``, ``DB_ZOMBIE_MIN_SECONDS``,
+    ``DB_ZOMBIE_MAX_SECONDS``
+        the connection-usage watch, zombie reaping and yielding (see :mod:`.governor`).
     """
 
     idle_check_seconds: float = 5.0
@@ -100,6 +108,14 @@ class ServerlessOptions:
     connect_timeout: float = 5.0
     application_name: str = "peewee-serverless"
     mode: str = "direct"
+    connect_retries: int = 10
+    backoff_base_ms: float = 50.0
+    backoff_cap_ms: float = 2000.0
+    backoff_jitter: str = "decorrelated"
+    usage_threshold: float = 0.8
+    usage_check_seconds: float = 5.0
+    zombie_min_seconds: float = 3.0
+    zombie_max_seconds: float = 900.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServerlessOptions:
@@ -116,7 +132,28 @@ class ServerlessOptions:
             kwargs["application_name"] = name.strip()[:63]
         if raw := environ.get("DB_MODE"):
             kwargs["mode"] = _choice("DB_MODE", raw, MODES)
-        return cls(**kwargs)
+        if raw := environ.get("DB_CONNECT_RETRIES"):
+            kwargs["connect_retries"] = _number(int, "DB_CONNECT_RETRIES", raw, 0)
+        for name, key in (
+            ("DB_BACKOFF_BASE_MS", "backoff_base_ms"),
+            ("DB_BACKOFF_CAP_MS", "backoff_cap_ms"),
+            ("DB_USAGE_THRESHOLD", "usage_threshold"),
+            ("DB_USAGE_CHECK_SECONDS", "usage_check_seconds"),
+            ("DB_ZOMBIE_MIN_SECONDS", "zombie_min_seconds"),
+            ("DB_ZOMBIE_MAX_SECONDS", "zombie_max_seconds"),
+        ):
+            if raw := environ.get(name):
+                kwargs[key] = _number(float, name, raw, 0)
+        if raw := environ.get("DB_BACKOFF_JITTER"):
+            kwargs["backoff_jitter"] = _choice("DB_BACKOFF_JITTER", raw, JITTERS)
+        options = cls(**kwargs)
+        if options.backoff_base_ms <= 0 or options.backoff_cap_ms < options.backoff_base_ms:
+            raise ConfigurationError(
+                "DB_BACKOFF_CAP_MS", "must be >= DB_BACKOFF_BASE_MS, and the base above 0"
+            )
+        if options.zombie_max_seconds < options.zombie_min_seconds:
+            raise ConfigurationError("DB_ZOMBIE_MAX_SECONDS", "must be >= DB_ZOMBIE_MIN_SECONDS")
+        return options
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,10 @@ class DatabaseSettings:
     password: str | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
     options: ServerlessOptions = field(default_factory=ServerlessOptions)
+    #: Fetches user/password at connect time (``DB_SECRET_ARN``, ``DB_IAM_AUTH``); ``None``: static.
+    credentials: CredentialSource | None = field(default=None, repr=False)
+    #: ``DB_SSL_MODE`` / ``DB_SSL_CA``; ``None``: the driver's default.
+    tls: TlsSettings | None = None
 
     def __repr__(self) -> str:
         shown = "***" if self.password else None
@@ -155,6 +196,8 @@ class DatabaseSettings:
                 # Marks our connections so that zombie reaping only touches our own.
                 params.setdefault("application_name", self.options.application_name)
         params.update(self.extra)
+        if self.tls is not None:
+            params.update(self.tls.connect_params(self.engine))
         return params
 
     def create_database(self, **overrides: Any) -> ServerlessDatabaseMixin:
@@ -163,6 +206,8 @@ class DatabaseSettings:
 
         cls = database_class_for(self.engine)
         params = self.connect_params()
+        if self.credentials is not None:
+            params.setdefault("credentials", self.credentials)
         params.update(overrides)
         return cls(self.database, options=self.options, **params)
 
@@ -188,8 +233,7 @@ def _from_url(url: str, environ: Mapping[str, str]) -> DatabaseSettings:
     kwargs = db_url.parseresult_to_dict(parsed, unquote_password=True, unquote_user=True)
     database = kwargs.pop("database", "") or ""
     if engine == "sqlite":
-        if not database:
-            raise ConfigurationError("DATABASE_URL", "sqlite URLs need a path: sqlite:///path.db")
+        # playhouse.db_url reads "sqlite://" (no path) as ":memory:".
         return DatabaseSettings(
             engine, database, extra=kwargs, options=ServerlessOptions.from_env(environ)
         )
@@ -213,12 +257,57 @@ def _from_url(url: str, environ: Mapping[str, str]) -> DatabaseSettings:
     )
 
 
+def _with_access(
+    settings: DatabaseSettings, env: Mapping[str, str], password_setting: str
+) -> DatabaseSettings:
+    """Add TLS (``DB_SSL_MODE``/``DB_SSL_CA``) and the credential source (secret or IAM)."""
+    secret_arn = env.get("DB_SECRET_ARN", "").strip()
+    raw_iam = env.get("DB_IAM_AUTH", "").strip()
+    iam = _flag("DB_IAM_AUTH", raw_iam) if raw_iam else False
+    if settings.engine == "sqlite":
+        if secret_arn or iam:
+            name = "DB_SECRET_ARN" if secret_arn else "DB_IAM_AUTH"
+            raise ConfigurationError(name, "does not apply to the sqlite engine")
+        return settings
+    tls = tls_from_env(env)
+    credentials: CredentialSource | None = None
+    if secret_arn and iam:
+        raise ConfigurationError("DB_IAM_AUTH", "cannot be combined with DB_SECRET_ARN")
+    if (secret_arn or iam) and settings.password:
+        source = "DB_SECRET_ARN" if secret_arn else "DB_IAM_AUTH"
+        raise ConfigurationError(password_setting, f"must not hold a password with {source}")
+    if secret_arn:
+        credentials = SecretsManagerSource(
+            secret_arn,
+            engine=settings.engine,
+            host=settings.host,
+            port=settings.port,
+            database=settings.database or None,
+            user=settings.user,
+        )
+    elif iam:
+        if not settings.user:
+            raise ConfigurationError("DB_USER", "is required with DB_IAM_AUTH")
+        region = env.get("AWS_REGION", "").strip()
+        if not region:
+            raise ConfigurationError("AWS_REGION", "is required with DB_IAM_AUTH (token signing)")
+        if tls is None:
+            tls = TlsSettings("require")
+        elif tls.mode == "disable":
+            raise ConfigurationError(
+                "DB_SSL_MODE", "cannot be disable with DB_IAM_AUTH: RDS takes IAM tokens over TLS"
+            )
+        assert settings.host is not None and settings.port is not None
+        credentials = IamTokenSource(settings.host, settings.port, settings.user, region)
+    return replace(settings, tls=tls, credentials=credentials)
+
+
 def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSettings:
     """Read :class:`DatabaseSettings` from ``environ`` (``os.environ`` by default)."""
     env = os.environ if environ is None else environ
     url = env.get("DATABASE_URL", "").strip()
     if url:
-        return _from_url(url, env)
+        return _with_access(_from_url(url, env), env, "DATABASE_URL")
 
     host = env.get("DB_HOST", "").strip() or None
     raw_engine = env.get("DB_ENGINE", "").strip()
@@ -227,6 +316,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
         if engine is None:
             known = ", ".join(sorted(ENGINES))
             raise ConfigurationError("DB_ENGINE", f"must be one of {known}; got {raw_engine!r}")
+    elif env.get("DB_SECRET_ARN", "").strip():
+        # The secret is read only at first connect, but the database class is chosen now.
+        raise ConfigurationError("DB_ENGINE", "is required with DB_SECRET_ARN (mysql or postgres)")
     else:
         # The seed example is MySQL configured by DB_HOST & co; nothing set means local SQLite.
         engine = "mysql" if host else "sqlite"
@@ -236,9 +328,11 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
     if engine == "sqlite":
         return DatabaseSettings("sqlite", name or DEFAULT_SQLITE_PATH, options=options)
 
-    if not name:
+    # With a secret, a missing name / host comes from the secret (RDS secret JSON) at connect.
+    from_secret = bool(env.get("DB_SECRET_ARN", "").strip())
+    if not name and not from_secret:
         raise ConfigurationError("DB_NAME", f"is required for the {engine} engine")
-    if not host:
+    if not host and not from_secret:
         raise ConfigurationError("DB_HOST", f"is required for the {engine} engine")
     raw_port = env.get("DB_PORT", "").strip()
     port = DEFAULT_PORTS[engine]
@@ -246,15 +340,16 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
         port = _number(int, "DB_PORT", raw_port, 1)
         if port > 65535:
             raise ConfigurationError("DB_PORT", f"must be at most 65535, got {raw_port!r}")
-    return DatabaseSettings(
+    settings = DatabaseSettings(
         engine,
         name,
         host=host,
-        port=port,
+        port=port if host else None,
         user=env.get("DB_USER", "").strip() or None,
         password=env.get("DB_PASSWORD") or None,
         options=options,
     )
+    return _with_access(settings, env, "DB_PASSWORD")
 
 
 def database_from_env(

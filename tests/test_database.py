@@ -1,0 +1,206 @@
+"""The serverless database on real servers: lazy connect, warm reuse, dead connections."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import peewee
+import pytest
+
+from peewee_serverless import ConnectionLost, database_lifecycle
+from peewee_serverless.local.context import LambdaContext
+
+from .conftest import EXAMPLE_MIGRATIONS, ROOT, Backend
+
+
+class RecordingLogger:
+    """Collects the lifecycle's structured ``db`` records."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def info(self, msg: str, extra: dict[str, Any] | None = None) -> None:
+        self.records.append((extra or {})["db"])
+
+
+class Note(peewee.Model):
+    body = peewee.CharField(max_length=50)
+
+
+def _bind(db: Any) -> None:
+    Note.bind(db)
+    db.create_tables([Note])
+
+
+def _session_id(db: Any) -> Any:
+    """The server's id for the current session (SQLite: the identity of the connection)."""
+    sid = db.server_connection_id()
+    return sid if sid is not None else id(db.connection())
+
+
+CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import examples.users.app as app
+print(json.dumps({"imported": True, "closed": app.db.is_closed()}), flush=True)
+sys.stdin.readline()
+from peewee_serverless.local.context import LambdaContext
+from peewee_serverless.local.events import HttpRequest, build_event
+response = app.handler(build_event(HttpRequest.from_target("GET", "/users")), LambdaContext())
+print(json.dumps({"status": response["statusCode"], "closed": app.db.is_closed(),
+                  "session": app.db.server_connection_id()}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def _read_json(stream: Any, key: str) -> dict[str, Any]:
+    """The next JSON line on ``stream`` that has ``key`` (log lines are skipped; bounded)."""
+    for _ in range(100):
+        line = stream.readline()
+        if not line:
+            break
+        data = json.loads(line)
+        if key in data:
+            return data
+    raise AssertionError(f"no line with {key!r} from the child")
+
+
+def test_import_and_handler_construction_open_no_connection(backend: Backend) -> None:
+    from peewee_serverless.migrate import run_migrations
+
+    migrator = backend.make_db()
+    run_migrations(migrator, EXAMPLE_MIGRATIONS)
+    migrator.close()
+    before = backend.connection_ids() if backend.engine != "sqlite" else set()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    env.update(backend.env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        first = _read_json(child.stdout, "imported")
+        assert first == {"imported": True, "closed": True}
+        if backend.engine != "sqlite":
+            assert backend.connection_ids() - before == set()
+
+        child.stdin.write("\n")
+        child.stdin.flush()
+        second = _read_json(child.stdout, "status")
+        assert second["status"] == 200
+        assert second["closed"] is False
+        if backend.engine != "sqlite":
+            # Exactly one server connection appeared, and it is the child's.
+            assert backend.connection_ids() - before == {second["session"]}
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_warm_invocations_reuse_one_server_connection(backend: Backend, db: Any) -> None:
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        return _session_id(db)
+
+    before = backend.connection_ids() if backend.engine != "sqlite" else set()
+    sessions = {handler({}, LambdaContext()) for _ in range(10)}
+    assert len(sessions) == 1
+    assert [r["connection"] for r in log.records] == ["lazy"] + ["reused"] * 9
+    assert sum(r["connects"] for r in log.records) == 1
+    if backend.engine != "sqlite":
+        assert backend.connection_ids() - before == sessions
+
+
+@pytest.mark.parametrize("idle_check", ["0", "3600"], ids=["checked-after-idle", "no-check"])
+def test_connection_killed_between_invocations_is_replaced(
+    server_backend: Backend, idle_check: str
+) -> None:
+    """Frozen container, connection killed meanwhile: the next invocation still succeeds.
+
+    With a check due (idle gap over the threshold) the ping finds it dead; without one, the
+    first statement (a ``BEGIN``) fails and is safely retried on a new connection.
+    """
+    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": idle_check})
+    _bind(db)
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        with db.atomic():
+            Note.create(body=event["body"])
+        return {"session": db.server_connection_id(), "notes": Note.select().count()}
+
+    first = handler({"body": "one"}, LambdaContext())
+    server_backend.kill(first["session"])
+    second = handler({"body": "two"}, LambdaContext())
+
+    assert second["notes"] == 2
+    assert second["session"] != first["session"]
+    assert log.records[-1]["reconnects"] == 1
+    assert log.records[-1]["outcome"] == "ok"
+    expected = "replaced" if idle_check == "0" else "reused"
+    assert log.records[-1]["connection"] == expected
+    assert sorted(r[0] for r in server_backend.query("SELECT body FROM note")) == ["one", "two"]
+    db.close()
+
+
+def test_read_after_kill_is_retried_transparently(server_backend: Backend) -> None:
+    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": "3600"})
+    old = db.server_connection_id()
+    server_backend.kill(old)
+    assert db.execute_sql("SELECT 41 + 1").fetchone()[0] == 42
+    assert db.server_connection_id() != old
+    assert db.events.reconnects == 1
+    db.close()
+
+
+def test_autocommit_write_after_kill_is_not_retried_blindly(server_backend: Backend) -> None:
+    """A write whose fate is unknown is neither lost silently nor run twice: it fails typed."""
+    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": "3600"})
+    _bind(db)
+    server_backend.kill(db.server_connection_id())
+    with pytest.raises(ConnectionLost):
+        Note.create(body="maybe")
+    assert server_backend.query("SELECT COUNT(*) FROM note")[0][0] == 0
+    # The broken connection was dropped: the next statement simply reconnects.
+    Note.create(body="sure")
+    assert server_backend.query("SELECT body FROM note") == [("sure",)]
+    db.close()
+
+
+def test_connection_lost_inside_a_transaction_fails_cleanly(server_backend: Backend) -> None:
+    db = server_backend.make_db()
+    _bind(db)
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        with db.atomic():
+            Note.create(body="first half")
+            if event.get("kill"):
+                server_backend.kill(db.server_connection_id())
+            Note.create(body="second half")
+        return Note.select().count()
+
+    with pytest.raises(ConnectionLost):
+        handler({"kill": True}, LambdaContext())
+    assert log.records[-1]["outcome"] == "error"
+    assert server_backend.query("SELECT COUNT(*) FROM note")[0][0] == 0
+    assert not db.in_transaction()
+    assert handler({}, LambdaContext()) == 2
+    db.close()
