@@ -1,0 +1,15 @@
+"""Create the idempotency table used by POST /users (peewee_serverless.idempotency).
+
+Copy this file into any playhouse.migrations directory to add the table to another service.
+It imports only peewee_serverless.idempotency_table (Peewee, no Powertools or boto3).
+"""
+
+from peewee_serverless.idempotency_table import create_table, drop_table
+
+
+def up(migrator, db):
+    create_table(db, safe=False)
+
+
+def down(migrator, db):
+    drop_table(db)
