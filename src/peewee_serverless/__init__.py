@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
 _LAZY: dict[str, str] = {
+    "PeeweePersistenceLayer": ".idempotency",
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
