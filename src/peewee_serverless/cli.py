@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "serve": "peewee_serverless.local.server:add_command",
     "invoke": "peewee_serverless.local.invoke:add_command",
     "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
+    "migrate": "peewee_serverless.migrate:add_command",
 }
 
 PROG = "peewee-serverless"
