@@ -176,18 +176,9 @@ def _waiting_for_lock(backend: Backend) -> int:
     return int(backend.query(sql, (TEST_DB,))[0][0])
 
 
-_DRIVER = (
-    "import argparse, sys; from peewee_serverless.migrate import add_command; "
-    "p = argparse.ArgumentParser(); add_command(p.add_subparsers()); a = p.parse_args(); "
-    "sys.exit(a.func(a))"
-)
-
-
 def migrate_argv(*args: str) -> list[str]:
     """``python -m peewee_serverless migrate ...`` (the installed CLI)."""
-    if False:  # TEMPORARY until cli.py lands
-        return [sys.executable, "-m", "peewee_serverless", "migrate", *args]
-    return [sys.executable, "-c", _DRIVER, "migrate", *args]
+    return [sys.executable, "-m", "peewee_serverless", "migrate", *args]
 
 
 def subprocess_env(backend: Backend, **extra: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -370,7 +369,11 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run the ``migrate`` command; print one line per migration. Errors: one line, exit 2."""
+    """Run the ``migrate`` command; print one line per migration.
+
+    Errors (no such directory, bad settings, database or migration failures) are raised as the
+    CLI's ``CommandError``: one line on stderr, exit status 2.
+    """
     db: Any = None
     try:
         _check_directory(args.directory)
@@ -390,8 +393,10 @@ def command(args: argparse.Namespace) -> int:
             print("nothing to apply" if args.action == "up" else "nothing to revert")
         return 0
     except (PeeweeServerlessError, MigrationError, DatabaseError, InterfaceError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        from .cli import CommandError
+
+        # The CLI prints it as one line on stderr and exits 2.
+        raise CommandError(_one_line(exc)) from exc
     finally:
         if db is not None and not db.is_closed():
             db.close()
