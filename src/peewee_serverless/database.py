@@ -35,6 +35,7 @@ from peewee import (
     SqliteDatabase,
 )
 
+from .backoff import ConnectRetryMixin
 from .config import ServerlessOptions
 from .errors import (
     ConnectionLimitReached,
@@ -43,6 +44,7 @@ from .errors import (
     ErrorKind,
     classify,
 )
+from .governor import GovernorMixin
 
 __all__ = [
     "ConnectionEvents",
@@ -143,9 +145,13 @@ class ServerlessDatabaseMixin:
         The burst handling (back-off on connection limits) hooks in here.
         """
         try:
-            return super()._connect()  # type: ignore[misc]
+            return self._driver_connect()
         except Exception as exc:
             raise self._connect_failure(exc) from exc
+
+    def _driver_connect(self) -> Any:
+        """One plain driver connect (Peewee's ``_connect``): no retry, no wrapping."""
+        return super()._connect()  # type: ignore[misc]
 
     def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
         """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""
@@ -286,7 +292,9 @@ class ServerlessDatabaseMixin:
             return func(*args, **kwargs)
 
 
-class ServerlessMySQLDatabase(ServerlessDatabaseMixin, MySQLDatabase):
+class ServerlessMySQLDatabase(
+    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, MySQLDatabase
+):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
     connection_id_sql = "SELECT CONNECTION_ID()"
@@ -303,7 +311,9 @@ class ServerlessMySQLDatabase(ServerlessDatabaseMixin, MySQLDatabase):
         return bool(getattr(conn, "server_status", 0) & 1)
 
 
-class ServerlessPostgresqlDatabase(ServerlessDatabaseMixin, PostgresqlDatabase):
+class ServerlessPostgresqlDatabase(
+    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, PostgresqlDatabase
+):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
     connection_id_sql = "SELECT pg_backend_pid()"
@@ -318,7 +328,9 @@ class ServerlessPostgresqlDatabase(ServerlessDatabaseMixin, PostgresqlDatabase):
             return False
 
 
-class ServerlessSqliteDatabase(ServerlessDatabaseMixin, SqliteDatabase):
+class ServerlessSqliteDatabase(
+    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, SqliteDatabase
+):
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:

@@ -1,0 +1,200 @@
+"""Connect retry with jittered exponential back-off, bounded by the invocation's remaining time.
+
+A burst of cold starts can find the server out of connection slots (MySQL 1040 / 1203 / 1226,
+PostgreSQL 53300 "too many clients" / "too many connections for role") and a restarting server
+refuses or resets connects for a few seconds. Both pass if the function waits a little, so
+connecting is retried, with the waits spread out ("jitter") so that the containers refused
+together do not all come back together:
+
+* ``full`` jitter: the *n*-th wait is uniform in ``[0, min(cap, base * 2**n)]``;
+* ``decorrelated`` jitter: each wait is uniform in ``[base, 3 * previous]``, capped at ``cap``
+  (AWS Architecture Blog, "Exponential Backoff And Jitter").
+
+Retrying stops after ``retries`` waits, and before a wait that would end past the invocation's
+deadline (from ``context.get_remaining_time_in_millis()``, see
+:func:`~peewee_serverless.lifecycle.deadline_from_context`): the function still has time to
+answer. Then one typed error is raised, :class:`~peewee_serverless.errors.ConnectionLimitReached`
+or :class:`~peewee_serverless.errors.DatabaseUnavailable`, which the HTTP layer turns into a 503
+with ``Retry-After``. Other errors (a wrong password, an unknown database) are never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .config import JITTERS
+from .errors import ErrorKind, classify
+
+__all__ = [
+    "JITTERS",
+    "RETRYABLE_CONNECT_ERRORS",
+    "Backoff",
+    "ConnectRetryMixin",
+    "emit_event",
+    "retry_call",
+]
+
+logger = logging.getLogger("peewee_serverless.backoff")
+
+#: Connect failures worth waiting for: no slot yet, or the server (re)starting. Nothing has run
+#: on a connection that was never established, so a lost/dead socket is retryable here too.
+RETRYABLE_CONNECT_ERRORS = frozenset(
+    (
+        ErrorKind.CONNECTION_LIMIT,
+        ErrorKind.SERVER_UNAVAILABLE,
+        ErrorKind.CONNECTION_DEAD,
+        ErrorKind.CONNECTION_LOST,
+    )
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A back-off policy: waits in seconds between ``base`` and ``cap``, at most ``retries``."""
+
+    base: float = 0.05
+    cap: float = 2.0
+    retries: int = 10
+    jitter: str = "decorrelated"
+
+    def __post_init__(self) -> None:
+        if self.base <= 0 or self.cap < self.base:
+            raise ValueError(f"need 0 < base <= cap, got base={self.base} cap={self.cap}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.jitter not in JITTERS:
+            raise ValueError(f"jitter must be one of {', '.join(JITTERS)}, got {self.jitter!r}")
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The successive waits (``retries`` of them), each within ``[0, cap]``."""
+        draw = rng or random.Random()
+        previous = self.base
+        for attempt in range(self.retries):
+            if self.jitter == "full":
+                yield draw.uniform(0.0, min(self.cap, self.base * 2.0**attempt))
+            else:
+                previous = min(self.cap, draw.uniform(self.base, previous * 3.0))
+                yield previous
+
+    def retry_after(self) -> int:
+        """A ``Retry-After`` hint in whole seconds for a client once we gave up."""
+        return max(1, round(self.cap))
+
+
+def retry_call(
+    func: Callable[[], Any],
+    *,
+    policy: Backoff,
+    retryable: Callable[[BaseException], bool],
+    deadline: float | None = None,
+    on_retry: Callable[[int, float, BaseException], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> Any:
+    """Call ``func`` until it returns, retrying ``retryable`` errors after jittered waits.
+
+    The last error propagates when it is not retryable, when the retries are used up, or when
+    the next wait would end after ``deadline`` (a ``clock()`` value). ``on_retry(n, wait, exc)``
+    is called before the ``n``-th wait.
+    """
+    delays = policy.delays(rng)
+    retried = 0
+    while True:
+        try:
+            return func()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+            wait = next(delays, None)
+            if wait is None:
+                raise
+            if deadline is not None and clock() + wait >= deadline:
+                raise
+            retried += 1
+            if on_retry is not None:
+                on_retry(retried, wait, exc)
+            sleep(wait)
+
+
+def emit_event(db: Any, name: str, **fields: Any) -> None:
+    """Log a connection event (structured) and pass it to ``db.event_hooks`` callables.
+
+    A hook is ``hook(name, fields)``; one that raises is logged and ignored: metrics must never
+    break an invocation.
+    """
+    logger.info("database %s", name, extra={"db_event": {"event": name, **fields}})
+    for hook in getattr(db, "event_hooks", ()):
+        try:
+            hook(name, dict(fields))
+        except Exception:  # noqa: BLE001
+            logger.exception("event hook failed for %s", name)
+
+
+class ConnectRetryMixin:
+    """Retries connecting with back-off; place it before ``ServerlessDatabaseMixin``.
+
+    The policy comes from ``options`` (``DB_CONNECT_RETRIES``, ``DB_BACKOFF_BASE_MS``,
+    ``DB_BACKOFF_CAP_MS``, ``DB_BACKOFF_JITTER``); the deadline from the lifecycle
+    (``set_deadline``). ``events.retries`` counts the waits, ``events.gave_up`` the give-ups.
+    """
+
+    options: Any
+    events: Any
+    _deadline: float | None
+
+    #: Replaceable for tests (a seeded ``random.Random``); ``None``: fresh randomness.
+    backoff_rng: random.Random | None = None
+
+    def backoff_policy(self) -> Backoff:
+        """The back-off policy from this database's options."""
+        opts = self.options
+        return Backoff(
+            base=opts.backoff_base_ms / 1000.0,
+            cap=opts.backoff_cap_ms / 1000.0,
+            retries=opts.connect_retries,
+            jitter=opts.backoff_jitter,
+        )
+
+    def _open_connection(self) -> Any:
+        policy = self.backoff_policy()
+        retried = 0
+
+        def on_retry(n: int, wait: float, exc: BaseException) -> None:
+            nonlocal retried
+            retried = n
+            self.events.retries += 1
+            emit_event(
+                self,
+                "retry",
+                attempt=n,
+                wait_ms=round(wait * 1000, 1),
+                reason=classify(exc).value,
+            )
+
+        started = time.perf_counter()
+        try:
+            conn = retry_call(
+                self._driver_connect,  # type: ignore[attr-defined]
+                policy=policy,
+                retryable=lambda exc: classify(exc) in RETRYABLE_CONNECT_ERRORS,
+                deadline=self._deadline,
+                on_retry=on_retry,
+                rng=self.backoff_rng,
+            )
+        except Exception as exc:
+            failure = self._connect_failure(exc, retried)  # type: ignore[attr-defined]
+            if failure is exc:
+                raise
+            if hasattr(failure, "retry_after"):
+                failure.retry_after = max(failure.retry_after, policy.retry_after())
+            emit_event(self, "give_up", retries=retried, reason=classify(exc).value)
+            raise failure from exc
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        emit_event(self, "connect", retries=retried, connect_ms=ms)
+        return conn

@@ -1,0 +1,277 @@
+"""Connection-usage watch, zombie reaping and yielding: sharing a server's connection slots.
+
+Every warm Lambda container keeps its connection between invocations; most of them sit idle
+("Sleep" in MySQL's process list, ``idle`` in ``pg_stat_activity``), many belong to containers
+that are frozen or already gone. When the server runs short of slots, a function that just
+finished its work helps the others, at the end of its invocation (:meth:`GovernorMixin.finish`):
+
+1. **watch**: read the server's connection usage, at most every ``usage_check_seconds``
+   (cached on the database object, so between warm invocations; re-read on every invocation
+   while usage is above the threshold or when this invocation had to wait for a slot):
+
+   * MySQL / MariaDB: ``Threads_connected`` against ``@@max_connections``, and this user's
+     connections against ``@@max_user_connections`` (whose session value is the account's
+     ``MAX_USER_CONNECTIONS`` when one is set); the higher ratio counts;
+   * PostgreSQL: client backends in ``pg_stat_activity`` against ``max_connections`` minus the
+     superuser reserve, and this role's backends against its ``rolconnlimit``; the higher counts.
+
+2. **reap**: above ``usage_threshold`` (default 0.8), kill *this application's* connections
+   that have been idle longer than a timeout computed from the usage: ``zombie_max_seconds`` at
+   the threshold, falling linearly to ``zombie_min_seconds`` at 100 %. A connection that is
+   running a statement or has a transaction open is never a candidate. A candidate that is
+   already gone when we kill it (MySQL ``ER_NO_SUCH_THREAD``, ``pg_terminate_backend`` false)
+   is a normal race, not an error.
+
+3. **yield**: when nothing could be reaped, close our own connection instead of keeping it for
+   the next warm invocation (which then connects again, lazily).
+
+"This application's" connections:
+
+* PostgreSQL: ``application_name`` (``DB_APPLICATION_NAME``, default the Lambda function name),
+  set as a connect parameter, together with the same role and database;
+* MySQL / MariaDB: the **database user**. MariaDB's process list shows user, host, database,
+  command and idle time but neither connection attributes (they need ``performance_schema``,
+  off by default) nor user variables, so give each application its own database user. Only
+  ``Sleep`` connections of ``CURRENT_USER()`` on the same database are candidates, and only
+  those without an InnoDB transaction (``information_schema.INNODB_TRX``, which needs the
+  ``PROCESS`` privilege: without it nothing is reaped and the function only yields).
+
+Behind a proxy (``DB_MODE=proxy``, e.g. RDS Proxy) all of this is off: the proxy multiplexes
+connections, killing its backend sessions is wrong, and the extra statements would pin a
+session. Connect retry (:mod:`.backoff`) stays on in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peewee import MySQLDatabase, PostgresqlDatabase
+
+from .backoff import emit_event
+from .errors import classify
+
+__all__ = ["GovernorMixin", "Usage", "zombie_timeout"]
+
+logger = logging.getLogger("peewee_serverless.governor")
+
+#: At most this many sessions are killed by one invocation (bounds the work at the end).
+MAX_REAP = 50
+
+_ER_NO_SUCH_THREAD = 1094
+_ER_SPECIFIC_ACCESS_DENIED = 1227
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The server's connection usage as one invocation saw it."""
+
+    connections: int
+    limit: int
+    scope: str  # "server", "user" or "role": which limit is the tighter one
+    checked_at: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        """``connections / limit`` (1.0 when the limit is 0 or less)."""
+        return self.connections / self.limit if self.limit > 0 else 1.0
+
+
+def zombie_timeout(ratio: float, threshold: float, min_seconds: float, max_seconds: float) -> float:
+    """How long a connection must have been idle to be reaped at usage ``ratio``.
+
+    ``max_seconds`` at the threshold, ``min_seconds`` at full usage, linear between, always
+    within ``[min_seconds, max_seconds]``.
+    """
+    if threshold >= 1.0:
+        return max_seconds
+    pressure = (ratio - threshold) / (1.0 - threshold)
+    pressure = min(1.0, max(0.0, pressure))
+    return max(min_seconds, min(max_seconds, max_seconds - (max_seconds - min_seconds) * pressure))
+
+
+def _pick(candidates: list[tuple[int, int, str]]) -> tuple[int, int, str]:
+    # The tightest limit (highest ratio) is the one that refuses us first.
+    return max(candidates, key=lambda c: c[0] / c[1] if c[1] > 0 else 1.0)
+
+
+class GovernorMixin:
+    """Watches connection usage and reaps / yields at the end of an invocation.
+
+    Place it before ``ServerlessDatabaseMixin`` (after ``ConnectRetryMixin``). Options:
+    ``usage_threshold``, ``usage_check_seconds``, ``zombie_min_seconds``,
+    ``zombie_max_seconds``, ``mode``, ``application_name``. Counters: ``events.reaped``,
+    ``events.yielded``.
+    """
+
+    options: Any
+    events: Any
+    _state: Any
+
+    _usage: Usage | None = None
+    _reap_supported: bool = True
+
+    if TYPE_CHECKING:  # provided by the Peewee database / ServerlessDatabaseMixin
+
+        def execute_sql(self, sql: str, params: Any = None) -> Any: ...
+        def is_closed(self) -> bool: ...
+        def close(self) -> bool: ...
+        def discard_connection(self) -> None: ...
+
+    # -- reading usage -------------------------------------------------------------------------
+    def connection_usage(self) -> Usage | None:
+        """Ask the server for its connection usage now (None for an embedded database)."""
+        if isinstance(self, MySQLDatabase):
+            sql = (
+                "SELECT @@max_connections, @@max_user_connections, "
+                "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
+            )
+            max_conn, max_user, mine = self.execute_sql(sql).fetchone()
+            status = self.execute_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").fetchone()
+            candidates = [(int(status[1]), int(max_conn), "server")]
+            if int(max_user) > 0:
+                candidates.append((int(mine), int(max_user), "user"))
+        elif isinstance(self, PostgresqlDatabase):
+            sql = (
+                "SELECT"
+                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+                " current_setting('max_connections')::int"
+                "   - current_setting('superuser_reserved_connections')::int,"
+                " (SELECT count(*) FROM pg_stat_activity"
+                "   WHERE usename = current_user AND backend_type = 'client backend'),"
+                " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)"
+            )
+            total, max_conn, mine, role_limit = self.execute_sql(sql).fetchone()
+            candidates = [(int(total), int(max_conn), "server")]
+            if role_limit is not None and int(role_limit) >= 0:
+                candidates.append((int(mine), int(role_limit), "role"))
+        else:
+            return None
+        connections, limit, scope = _pick(candidates)
+        return Usage(connections, limit, scope, time.monotonic())
+
+    def _current_usage(self) -> Usage | None:
+        opts = self.options
+        cached = self._usage
+        fresh_needed = (
+            cached is None
+            or time.monotonic() - cached.checked_at >= opts.usage_check_seconds
+            or cached.ratio > opts.usage_threshold
+            or self.events.retries > 0
+        )
+        if fresh_needed:
+            self._usage = self.connection_usage()
+        return self._usage
+
+    # -- reaping -------------------------------------------------------------------------------
+    def reap_zombies(self, idle_seconds: float) -> int:
+        """Kill this application's connections idle for ``idle_seconds`` or more; how many."""
+        if isinstance(self, MySQLDatabase):
+            return self._reap_mysql(idle_seconds)
+        if isinstance(self, PostgresqlDatabase):
+            return self._reap_postgres(idle_seconds)
+        return 0
+
+    def _reap_mysql(self, idle_seconds: float) -> int:
+        if not self._reap_supported:
+            return 0
+        sql = (
+            "SELECT p.ID FROM information_schema.PROCESSLIST p"
+            " WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND p.DB = DATABASE()"
+            " AND p.COMMAND = 'Sleep' AND p.TIME >= %s AND p.ID <> CONNECTION_ID()"
+            " AND p.ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX)"
+            " ORDER BY p.TIME DESC LIMIT %s"
+        )
+        try:
+            rows = self.execute_sql(sql, (int(idle_seconds), MAX_REAP)).fetchall()
+        except Exception as exc:
+            if _mysql_errno(exc) != _ER_SPECIFIC_ACCESS_DENIED:
+                raise
+            # Without PROCESS we cannot tell an idle transaction from an idle session: no kills.
+            self._reap_supported = False
+            logger.warning("zombie reaping needs the PROCESS privilege; only yielding")
+            return 0
+        reaped = 0
+        for (thread_id,) in rows:
+            try:
+                self.execute_sql(f"KILL CONNECTION {int(thread_id)}")
+            except Exception as exc:
+                if _mysql_errno(exc) == _ER_NO_SUCH_THREAD:
+                    continue  # gone by itself in the meantime: fine
+                raise
+            reaped += 1
+        return reaped
+
+    def _reap_postgres(self, idle_seconds: float) -> int:
+        # Selecting and terminating in one statement keeps the state check next to the kill.
+        sql = (
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND usename = current_user"
+            " AND datname = current_database() AND backend_type = 'client backend'"
+            " AND state = 'idle' AND pid <> pg_backend_pid()"
+            " AND state_change <= clock_timestamp() - make_interval(secs => %s)"
+            " ORDER BY state_change LIMIT %s"
+        )
+        rows = self.execute_sql(
+            sql, (self.options.application_name, float(idle_seconds), MAX_REAP)
+        ).fetchall()
+        return sum(1 for _, terminated in rows if terminated)
+
+    # -- yielding ------------------------------------------------------------------------------
+    def yield_connection(self) -> None:
+        """Close our own connection rather than keep a slot the server is short of."""
+        self.close()
+        self._usage = None  # our own slot is free now: read usage afresh next time
+        self.events.yielded += 1
+
+    # -- end of invocation ---------------------------------------------------------------------
+    def finish(self) -> bool:
+        """Roll back leftovers (see the base), then reap or yield when the server is short."""
+        leftover: bool = super().finish()  # type: ignore[misc]
+        try:
+            self.govern()
+        except Exception as exc:  # noqa: BLE001 - helping others must never fail an invocation
+            logger.warning("connection governance skipped: %s", classify(exc).value)
+            if not self.is_closed():
+                self.discard_connection()
+        return leftover
+
+    def govern(self) -> None:
+        """Check usage and reap zombies or yield our connection (no-op behind a proxy)."""
+        opts = self.options
+        if opts.mode == "proxy":
+            return
+        state = self._state
+        if state.closed or getattr(state, "broken", False) or state.transactions:
+            return
+        usage = self._current_usage()
+        if usage is None or usage.ratio <= opts.usage_threshold:
+            return
+        timeout = zombie_timeout(
+            usage.ratio, opts.usage_threshold, opts.zombie_min_seconds, opts.zombie_max_seconds
+        )
+        reaped = self.reap_zombies(timeout)
+        fields = {
+            "connections": usage.connections,
+            "limit": usage.limit,
+            "scope": usage.scope,
+            "idle_timeout_s": round(timeout, 1),
+        }
+        if reaped:
+            self.events.reaped += reaped
+            self._usage = None
+            emit_event(self, "reap", reaped=reaped, **fields)
+        else:
+            self.yield_connection()
+            emit_event(self, "yield", **fields)
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    from .errors import driver_error
+
+    err = driver_error(exc)
+    args = getattr(err, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
