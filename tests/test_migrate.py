@@ -156,9 +156,11 @@ def test_lock_is_released_on_error(backend: Backend, db: Any) -> None:
         with migration_lock(db, timeout=0):
             pass
     if backend.engine == "postgres":
-        # The session's lock_timeout is restored after the wait.
+        # The session's lock_timeout is restored after a bounded wait.
         with db.connection_context():
-            assert db.execute_sql("SHOW lock_timeout").fetchone()[0] == "0"
+            db.execute_sql("SET lock_timeout = '7s'")
+            with migration_lock(db, timeout=0.5):
+                assert db.execute_sql("SHOW lock_timeout").fetchone()[0] == "7s"
 
 
 def _waiting_for_lock(backend: Backend) -> int:

@@ -352,15 +352,20 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument(
         "--dir",
         dest="directory",
+        metavar="DIR",
         default="migrations",
         help="migrations directory (default: ./migrations)",
     )
     parser.add_argument(
-        "--target", default=None, help="up: stop after NAME; down: revert back through NAME"
+        "--target",
+        metavar="NAME",
+        default=None,
+        help="up: stop after NAME; down: revert back through NAME",
     )
     parser.add_argument(
         "--lock-timeout",
         type=float,
+        metavar="SECONDS",
         default=None,
         help="seconds to wait for another migrator (default: DB_MIGRATION_LOCK_TIMEOUT or 60)",
     )
