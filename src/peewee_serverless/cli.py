@@ -68,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args_list if not a.startswith("-")), None)
-    parser = build_parser(first if first in COMMANDS else None)
+    try:
+        parser = build_parser(first if first in COMMANDS else None)
+    except ImportError as exc:
+        print(f"{PROG}: error: command {first!r} is unavailable: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(args_list)
     try:
         status = args.func(args)
