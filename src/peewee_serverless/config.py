@@ -326,7 +326,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
     options = ServerlessOptions.from_env(env)
     name = env.get("DB_NAME", "").strip()
     if engine == "sqlite":
-        return DatabaseSettings("sqlite", name or DEFAULT_SQLITE_PATH, options=options)
+        sqlite = DatabaseSettings("sqlite", name or DEFAULT_SQLITE_PATH, options=options)
+        return _with_access(sqlite, env, "DB_PASSWORD")
 
     # With a secret, a missing name / host comes from the secret (RDS secret JSON) at connect.
     from_secret = bool(env.get("DB_SECRET_ARN", "").strip())

@@ -45,6 +45,7 @@ from .errors import (
     classify,
 )
 from .governor import GovernorMixin
+from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
@@ -110,13 +111,25 @@ class ServerlessDatabaseMixin:
         def close(self) -> bool: ...
 
     def __init__(
-        self, database: Any, *args: Any, options: ServerlessOptions | None = None, **kwargs: Any
+        self,
+        database: Any,
+        *args: Any,
+        options: ServerlessOptions | None = None,
+        credentials: CredentialSource | None = None,
+        **kwargs: Any,
     ) -> None:
         self.options = options or ServerlessOptions()
         self.events = ConnectionEvents()
         self._last_used: float | None = None
         self._deadline: float | None = None
+        #: Where user/password (and maybe host, port, name) come from at each connect.
+        self.credentials = credentials
+        #: How many times a rejected password was fetched again (over the container's life).
+        self.credential_refreshes = 0
         super().__init__(database, *args, **kwargs)  # type: ignore[call-arg]
+        if credentials is not None and not database:
+            # The database name comes from the secret at first connect, not at construction.
+            self.deferred = False
 
     # -- backend hooks -------------------------------------------------------------------------
     def _ping(self, conn: Any) -> bool:
@@ -150,8 +163,14 @@ class ServerlessDatabaseMixin:
             raise self._connect_failure(exc) from exc
 
     def _driver_connect(self) -> Any:
-        """One plain driver connect (Peewee's ``_connect``): no retry, no wrapping."""
-        return super()._connect()  # type: ignore[misc]
+        """One driver connect (Peewee's ``_connect``) with ``credentials`` applied.
+
+        A password the server rejects is fetched again once (rotation, see :mod:`.secrets`);
+        no other retry, no wrapping.
+        """
+        from .secrets import connect_with_credentials
+
+        return connect_with_credentials(self, super()._connect)  # type: ignore[misc]
 
     def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
         """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""

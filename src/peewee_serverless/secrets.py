@@ -1,0 +1,386 @@
+"""Where the database credentials come from: static, AWS Secrets Manager, or RDS IAM tokens.
+
+A :class:`CredentialSource` is asked for :class:`Credentials` every time the database opens a
+connection (never at import or construction). The database connects with them; when the server
+rejects them (:attr:`~peewee_serverless.errors.ErrorKind.AUTH_FAILED`: the secret was rotated, the
+token expired) the source is asked once more with ``refresh=True`` and the connect is retried
+once. :func:`connect_with_credentials` is that loop; ``ServerlessDatabaseMixin`` calls it.
+
+* :class:`StaticCredentials`: fixed user and password (what ``DB_USER``/``DB_PASSWORD`` give).
+* :class:`SecretsManagerSource`: the RDS secret JSON (``username``, ``password``, ``host``,
+  ``port``, ``dbname``, ``engine``) read through Powertools Parameters, cached across warm
+  invocations for ``max_age`` seconds, fetched again (``force_fetch``) after a rejection.
+* :class:`IamTokenSource`: a fresh RDS IAM authentication token per connect
+  (``generate_db_auth_token`` signs locally; no network call). Needs TLS.
+
+boto3 and Powertools are imported only when a secret or token is actually needed. Passwords and
+tokens never appear in an error message, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import ConfigurationError, DatabaseUnavailable, ErrorKind, classify
+
+__all__ = [
+    "DEFAULT_SECRET_MAX_AGE",
+    "CredentialSource",
+    "Credentials",
+    "IamTokenSource",
+    "SecretsManagerSource",
+    "StaticCredentials",
+    "connect_with_credentials",
+]
+
+logger = logging.getLogger("peewee_serverless.secrets")
+
+#: Seconds a fetched secret is reused before Secrets Manager is asked again (unless
+#: ``POWERTOOLS_PARAMETERS_MAX_AGE`` says otherwise). A rejected password refetches at once.
+DEFAULT_SECRET_MAX_AGE = 300
+
+# Secrets Manager errors that no retry can fix: the setting is wrong (or the role lacks access).
+_CONFIG_ERROR_CODES = frozenset(
+    (
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "AccessDeniedFault",
+        "ValidationException",
+        "InvalidParameterException",
+        "InvalidRequestException",
+        "DecryptionFailure",
+        "UnrecognizedClientException",
+    )
+)
+
+# RDS secret ``engine`` values -> our canonical engine names.
+_SECRET_ENGINES = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora": "mysql",
+    "aurora-mysql": "mysql",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "aurora-postgresql": "postgres",
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What one connect uses. ``None`` fields leave the configured value in place."""
+
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "***" if self.password else None
+        return (
+            f"Credentials(user={self.user!r}, password={shown!r}, host={self.host!r}, "
+            f"port={self.port!r}, database={self.database!r})"
+        )
+
+
+@runtime_checkable
+class CredentialSource(Protocol):
+    """Gives the credentials for the next connect.
+
+    ``refreshable`` says whether asking again with ``refresh=True`` can give different
+    credentials (a static password cannot; a rotated secret or a new token can).
+    """
+
+    refreshable: bool
+
+    def get(self, *, refresh: bool = False) -> Credentials:
+        """The credentials to connect with; ``refresh`` bypasses any cache."""
+        ...
+
+
+class StaticCredentials:
+    """A fixed user and password (never refreshed)."""
+
+    refreshable = False
+
+    def __init__(self, user: str | None, password: str | None) -> None:
+        self._credentials = Credentials(user=user, password=password)
+
+    def get(self, *, refresh: bool = False) -> Credentials:
+        """The fixed credentials."""
+        return self._credentials
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials(user={self._credentials.user!r}, password='***')"
+
+
+class SecretsManagerSource:
+    """Credentials from an AWS Secrets Manager secret in the RDS JSON shape.
+
+    ``secret_id`` is the ARN (or name). ``host``/``port``/``database`` given here win over the
+    secret's (e.g. an RDS Proxy endpoint in ``DB_HOST`` with the instance's secret); the secret's
+    ``username``/``password`` are always used. ``engine`` is checked against the secret's.
+
+    Without ``boto3_client``/``boto_config`` the secret goes through Powertools' shared
+    ``get_secret`` (its process-wide cache); with them, through a private ``SecretsProvider``
+    built on that client (tests point it at a moto server).
+    """
+
+    refreshable = True
+
+    def __init__(
+        self,
+        secret_id: str,
+        *,
+        engine: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
+        user: str | None = None,
+        max_age: int | None = None,
+        boto3_client: Any = None,
+        boto_config: Any = None,
+        setting: str = "DB_SECRET_ARN",
+    ) -> None:
+        if not secret_id:
+            raise ConfigurationError(setting, "is empty")
+        self.secret_id = secret_id
+        self.engine = engine
+        self.max_age = max_age
+        self.setting = setting
+        self._pinned = Credentials(user=user, host=host, port=port, database=database)
+        self._boto3_client = boto3_client
+        self._boto_config = boto_config
+        self._provider: Any = None
+
+    def __repr__(self) -> str:
+        return f"SecretsManagerSource({self.secret_id!r})"
+
+    # -- fetching --------------------------------------------------------------------------------
+    def _max_age(self) -> int | None:
+        if self.max_age is not None:
+            return self.max_age
+        # Powertools' own setting wins over our default when present.
+        if os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE"):
+            return None
+        return DEFAULT_SECRET_MAX_AGE
+
+    def _fetch(self, refresh: bool) -> Any:
+        from aws_lambda_powertools.utilities import parameters
+
+        if self._boto3_client is None and self._boto_config is None:
+            return parameters.get_secret(
+                self.secret_id, transform="json", force_fetch=refresh, max_age=self._max_age()
+            )
+        if self._provider is None:
+            self._provider = parameters.SecretsProvider(
+                boto3_client=self._boto3_client, boto_config=self._boto_config
+            )
+        return self._provider.get(
+            self.secret_id, transform="json", force_fetch=refresh, max_age=self._max_age()
+        )
+
+    def fetch(self, *, refresh: bool = False) -> Mapping[str, Any]:
+        """The secret's JSON object (cached; ``refresh`` forces a new read)."""
+        from aws_lambda_powertools.utilities.parameters.exceptions import (
+            GetParameterError,
+            TransformParameterError,
+        )
+
+        try:
+            value = self._fetch(refresh)
+        except TransformParameterError:
+            # The exception carries the secret's text: do not chain it.
+            raise ConfigurationError(
+                self.setting, f"secret {self.secret_id!r} does not hold a JSON object"
+            ) from None
+        except GetParameterError as exc:
+            raise self._fetch_failure(exc) from None
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                self.setting, f"secret {self.secret_id!r} does not hold a JSON object"
+            )
+        return value
+
+    def _fetch_failure(self, exc: BaseException) -> Exception:
+        # Powertools raises GetParameterError inside its ``except``: the boto error is the context.
+        cause = exc.__context__ or exc.__cause__
+        response = getattr(cause, "response", None)
+        code = ""
+        if isinstance(response, Mapping):
+            code = str(response.get("Error", {}).get("Code", ""))
+        if code in _CONFIG_ERROR_CODES:
+            return ConfigurationError(
+                self.setting, f"cannot read secret {self.secret_id!r}: {code} ({_brief(cause)})"
+            )
+        what = code or type(cause or exc).__name__
+        logger.warning("Secrets Manager read failed: %s", what)
+        return DatabaseUnavailable(
+            f"cannot read the database secret from Secrets Manager ({what})",
+            retry_after=2,
+            kind=ErrorKind.SERVER_UNAVAILABLE,
+        )
+
+    def get(self, *, refresh: bool = False) -> Credentials:
+        """Credentials from the secret (env-pinned host/port/database win)."""
+        secret = self.fetch(refresh=refresh)
+        password = secret.get("password")
+        if not isinstance(password, str) or not password:
+            raise ConfigurationError(
+                self.setting, f"secret {self.secret_id!r} has no 'password' string"
+            )
+        user = secret.get("username") or self._pinned.user
+        if not isinstance(user, str) or not user:
+            raise ConfigurationError(
+                self.setting, f"secret {self.secret_id!r} has no 'username' string"
+            )
+        self._check_engine(secret.get("engine"))
+        host = self._pinned.host
+        port = self._pinned.port
+        if host is None:
+            # Host and port travel together: the secret's port only goes with the secret's host.
+            host = _opt_str(secret.get("host"))
+            port = _port(secret.get("port"), self.setting, self.secret_id)
+        return Credentials(
+            user=user,
+            password=password,
+            host=host,
+            port=port,
+            database=self._pinned.database or _opt_str(secret.get("dbname")),
+        )
+
+    def _check_engine(self, raw: Any) -> None:
+        if self.engine is None or not isinstance(raw, str) or not raw:
+            return
+        engine = _SECRET_ENGINES.get(raw.strip().lower())
+        if engine != self.engine:
+            raise ConfigurationError(
+                "DB_ENGINE",
+                f"is {self.engine!r} but secret {self.secret_id!r} is for engine {raw!r}",
+            )
+
+
+class IamTokenSource:
+    """RDS IAM database authentication: a fresh token (15-minute validity) for every connect.
+
+    The token is a SigV4-presigned string computed locally by boto3
+    (``rds.generate_db_auth_token``) from the function's role credentials; the server checks it.
+    RDS accepts tokens only over TLS, so connect parameters must require TLS (settings do that).
+    """
+
+    refreshable = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        region: str,
+        *,
+        boto3_client: Any = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.region = region
+        self._client = boto3_client
+
+    def __repr__(self) -> str:
+        return f"IamTokenSource(host={self.host!r}, port={self.port!r}, user={self.user!r})"
+
+    def _rds(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("rds", region_name=self.region)
+        return self._client
+
+    def get(self, *, refresh: bool = False) -> Credentials:
+        """A newly signed token as the password."""
+        try:
+            token = self._rds().generate_db_auth_token(
+                DBHostname=self.host, Port=self.port, DBUsername=self.user, Region=self.region
+            )
+        except Exception as exc:  # noqa: BLE001 - botocore: no credentials, bad region, ...
+            raise ConfigurationError(
+                "DB_IAM_AUTH", f"cannot sign an RDS IAM token: {type(exc).__name__}"
+            ) from None
+        return Credentials(user=self.user, password=token)
+
+
+def connect_with_credentials(db: Any, connect: Callable[[], Any]) -> Any:
+    """Run ``connect`` with ``db.credentials`` applied; on an auth failure refresh once, retry.
+
+    A failed TLS certificate verification becomes a :class:`ConfigurationError` naming
+    ``DB_SSL_CA`` (retrying cannot fix a wrong CA bundle).
+    """
+    from .tls import verification_failure
+
+    source: CredentialSource | None = getattr(db, "credentials", None)
+    try:
+        if source is None:
+            return connect()
+        _apply(db, source.get())
+        try:
+            return connect()
+        except Exception as exc:
+            if not source.refreshable or classify(exc) is not ErrorKind.AUTH_FAILED:
+                raise
+        logger.warning("database rejected the credentials; fetching them again once")
+        refreshes = getattr(db, "credential_refreshes", 0)
+        db.credential_refreshes = refreshes + 1
+        _apply(db, source.get(refresh=True))
+        return connect()
+    except Exception as exc:
+        failure = verification_failure(exc)
+        if failure is not None:
+            raise failure from exc
+        raise
+
+
+def _apply(db: Any, credentials: Credentials) -> None:
+    params = db.connect_params
+    if credentials.user is not None:
+        params["user"] = credentials.user
+    if credentials.password is not None:
+        params["password"] = credentials.password
+    if credentials.host is not None:
+        params["host"] = credentials.host
+    if credentials.port is not None:
+        params["port"] = credentials.port
+    if credentials.database:
+        db.database = credentials.database
+    if not db.database:
+        raise ConfigurationError("DB_NAME", "is required: neither DB_NAME nor the secret names one")
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _port(value: Any, setting: str, secret_id: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            setting, f"secret {secret_id!r} has a non-numeric 'port'"
+        ) from None
+    if not 0 < port < 65536:
+        raise ConfigurationError(setting, f"secret {secret_id!r} has an out-of-range 'port'")
+    return port
+
+
+def _brief(exc: BaseException | None) -> str:
+    """The service's message for a failed call (names the secret, never holds its value)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        message = response.get("Error", {}).get("Message")
+        if message:
+            return str(message)[:200]
+    return type(exc).__name__

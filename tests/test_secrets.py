@@ -1,0 +1,432 @@
+"""Credentials from AWS Secrets Manager (moto in server mode) and RDS IAM tokens.
+
+Secrets Manager is moto's server running in this process on a loopback port
+(``ThreadedMotoServer``): boto3 talks real HTTP to it. Powertools' shared ``get_secret`` provider
+is replaced by one built on a boto3 client that counts ``GetSecretValue`` calls (moto keeps no
+count). Password checks need a server that checks passwords: the shared MariaDB (a user created
+here) and a private PostgreSQL with ``scram-sha-256`` on TCP (the shared one trusts everyone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
+from moto.server import ThreadedMotoServer
+
+from peewee_serverless import ConfigurationError, database_from_env, settings_from_env
+from peewee_serverless.lifecycle import database_lifecycle
+from peewee_serverless.secrets import (
+    Credentials,
+    IamTokenSource,
+    SecretsManagerSource,
+    StaticCredentials,
+    connect_with_credentials,
+)
+
+from .conftest import MYSQL_ADMIN, TEST_DB, make_backend
+from .servers import private_server
+
+REGION = "us-east-1"
+ROT_USER = "pst_sec_rot"
+# Distinctive passwords: any appearance in an error, log or repr is a leak.
+P1 = "pw1-Zq8vX3kT"
+P2 = "pw2-Hm4rW7pL"
+
+
+class CountingClient:
+    """A boto3 Secrets Manager client that counts ``get_secret_value`` calls."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.get_calls = 0
+
+    def get_secret_value(self, **kwargs: Any) -> Any:
+        self.get_calls += 1
+        return self._client.get_secret_value(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@dataclass
+class Aws:
+    """moto's Secrets Manager: an admin client and the counting client Powertools uses."""
+
+    url: str
+    client: Any
+    counting: CountingClient
+    created: list[str] = field(default_factory=list)
+
+    def create_secret(self, value: dict[str, Any] | str) -> str:
+        text = value if isinstance(value, str) else json.dumps(value)
+        name = f"pst-sec-{uuid.uuid4().hex[:12]}"
+        arn = self.client.create_secret(Name=name, SecretString=text)["ARN"]
+        self.created.append(arn)
+        return str(arn)
+
+    def put_secret(self, arn: str, value: dict[str, Any]) -> None:
+        self.client.put_secret_value(SecretId=arn, SecretString=json.dumps(value))
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1, a free port."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """Fake credentials, a fresh Powertools provider on a counting client for ``get_secret``."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("POWERTOOLS_PARAMETERS_MAX_AGE", raising=False)
+    client = boto3.client("secretsmanager", endpoint_url=moto_url, region_name=REGION)
+    counting = CountingClient(client)
+    monkeypatch.setitem(DEFAULT_PROVIDERS, "secrets", SecretsProvider(boto3_client=counting))
+    return Aws(moto_url, client, counting)
+
+
+# -- servers that check passwords ------------------------------------------------------------
+@dataclass
+class AuthServer:
+    """A server with a password-checked user ``ROT_USER`` and a way to change its password."""
+
+    engine: str
+    host: str
+    port: int
+    database: str
+    admin: Any  # callable(sql, params) -> None
+
+    def env(self) -> dict[str, str]:
+        return {"DB_ENGINE": self.engine}
+
+    def secret(self, password: str, **extra: Any) -> dict[str, Any]:
+        """The secret JSON in the shape RDS writes."""
+        value = {
+            "engine": self.engine,
+            "host": self.host,
+            "port": self.port,
+            "username": ROT_USER,
+            "password": password,
+            "dbname": self.database,
+        }
+        value.update(extra)
+        return value
+
+    def set_password(self, password: str) -> None:
+        if self.engine == "mysql":
+            # Literal: test passwords are plain alphanumerics; '%' in the host is no placeholder.
+            self.admin(f"ALTER USER '{ROT_USER}'@'%' IDENTIFIED BY '{password}'")
+        else:
+            self.admin(f"ALTER ROLE {ROT_USER} PASSWORD '{password}'")
+
+
+@pytest.fixture(scope="module")
+def _pg_auth() -> Iterator[Any]:
+    hba = [
+        "local all all trust",
+        "host all postgres 127.0.0.1/32 trust",
+        "host all all 127.0.0.1/32 scram-sha-256",
+    ]
+    with private_server("postgres", hba=hba) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["mariadb", "postgres"])
+def auth_server(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[AuthServer]:
+    if request.param == "mariadb":
+        make_backend("mariadb", tmp_path)  # creates the shared test database if needed
+        import pymysql
+
+        conn = pymysql.connect(autocommit=True, **MYSQL_ADMIN)
+
+        def admin(sql: str, params: Any = ()) -> None:
+            with conn.cursor() as cur:
+                cur.execute(sql, params or None)
+
+        admin(f"DROP USER IF EXISTS '{ROT_USER}'@'%'")
+        admin(f"CREATE USER '{ROT_USER}'@'%' IDENTIFIED BY '{P1}'")
+        admin(f"GRANT ALL ON `{TEST_DB}`.* TO '{ROT_USER}'@'%'")
+        try:
+            yield AuthServer("mysql", MYSQL_ADMIN["host"], MYSQL_ADMIN["port"], TEST_DB, admin)
+        finally:
+            admin(f"DROP USER IF EXISTS '{ROT_USER}'@'%'")
+            conn.close()
+    else:
+        srv = request.getfixturevalue("_pg_auth")
+
+        def admin(sql: str, params: Any = ()) -> None:
+            srv.query(sql, params)
+
+        admin(f"DROP ROLE IF EXISTS {ROT_USER}")
+        admin(f"CREATE ROLE {ROT_USER} LOGIN PASSWORD '{P1}'")
+        try:
+            yield AuthServer("postgres", srv.host, srv.port, srv.test_db, admin)
+        finally:
+            srv.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (ROT_USER,),
+            )
+            admin(f"DROP ROLE IF EXISTS {ROT_USER}")
+
+
+def _current_user(db: Any) -> str:
+    sql = (
+        "SELECT CURRENT_USER()"
+        if db.__class__.__name__.endswith("MySQLDatabase")
+        else ("SELECT current_user")
+    )
+    return str(db.execute_sql(sql).fetchone()[0]).split("@")[0]
+
+
+def _assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert P1 not in text and P2 not in text, text
+
+
+def _full_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+# -- the tests ------------------------------------------------------------------------------------
+def test_secret_is_fetched_lazily_and_once_across_warm_invocations(
+    aws: Aws, auth_server: AuthServer
+) -> None:
+    arn = aws.create_secret(auth_server.secret(P1))
+    env = {**auth_server.env(), "DB_SECRET_ARN": arn}
+    db = database_from_env(env)
+    assert aws.counting.get_calls == 0  # nothing at construction
+
+    @database_lifecycle(db, logger=logging.getLogger("test"))
+    def handler(event: Any, context: Any) -> str:
+        return _current_user(db)
+
+    assert aws.counting.get_calls == 0
+    assert [handler({}, None) for _ in range(3)] == [ROT_USER] * 3
+    # A connection lost between invocations reconnects with the cached secret.
+    db.discard_connection()
+    assert handler({}, None) == ROT_USER
+    assert aws.counting.get_calls == 1
+    assert db.credential_refreshes == 0
+    db.close()
+
+
+def test_rotated_password_is_fetched_again_once(
+    aws: Aws, auth_server: AuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    arn = aws.create_secret(auth_server.secret(P1))
+    db = database_from_env({**auth_server.env(), "DB_SECRET_ARN": arn})
+    with db.connection_context():
+        assert _current_user(db) == ROT_USER
+    assert aws.counting.get_calls == 1
+
+    # Rotation: the server and the secret change; our cached copy is stale.
+    auth_server.set_password(P2)
+    aws.put_secret(arn, auth_server.secret(P2))
+    caplog.set_level(logging.DEBUG, logger="peewee_serverless")
+    caplog.set_level(logging.DEBUG, logger="peewee")
+    with db.connection_context():
+        assert _current_user(db) == ROT_USER
+    assert aws.counting.get_calls == 2
+    assert db.credential_refreshes == 1
+    ours = [r for r in caplog.records if r.name.startswith(("peewee_serverless", "peewee"))]
+    assert any("fetching them again" in r.getMessage() for r in ours)
+    _assert_no_secret(*(f"{r.getMessage()} {r.args!r}" for r in ours))
+
+    # And it stays cached afterwards.
+    with db.connection_context():
+        assert _current_user(db) == ROT_USER
+    assert aws.counting.get_calls == 2
+
+
+def test_wrong_password_in_secret_is_refetched_once_then_fails(
+    aws: Aws, auth_server: AuthServer
+) -> None:
+    arn = aws.create_secret(auth_server.secret(P2))  # the server has P1
+    db = database_from_env({**auth_server.env(), "DB_SECRET_ARN": arn})
+    with pytest.raises(Exception) as info:
+        db.connect()
+    assert aws.counting.get_calls == 2  # one fetch, one refetch, no loop
+    assert db.credential_refreshes == 1
+    _assert_no_secret(_full_text(info.value))
+
+
+def test_wrong_secret_arn_is_a_clear_configuration_error(aws: Aws) -> None:
+    real = aws.create_secret({"engine": "mysql", "username": "u", "password": P1})
+    wrong = real.rsplit(":", 1)[0] + ":pst-sec-does-not-exist-AbCdEf"
+    db = database_from_env({"DB_ENGINE": "mysql", "DB_SECRET_ARN": wrong})
+    with pytest.raises(ConfigurationError) as info:
+        db.connect()
+    err = info.value
+    assert err.setting == "DB_SECRET_ARN"
+    assert "ResourceNotFoundException" in str(err)
+    assert wrong in str(err)
+    _assert_no_secret(str(err), repr(err), _full_text(err))
+    assert db.is_closed()
+
+
+def test_secret_that_is_not_json_does_not_leak(aws: Aws) -> None:
+    arn = aws.create_secret(f"not json {P1}")
+    db = database_from_env({"DB_ENGINE": "postgres", "DB_SECRET_ARN": arn})
+    with pytest.raises(ConfigurationError) as info:
+        db.connect()
+    assert info.value.setting == "DB_SECRET_ARN"
+    assert "JSON object" in str(info.value)
+    _assert_no_secret(_full_text(info.value))
+
+
+def test_secret_without_password_names_the_key_not_values(aws: Aws) -> None:
+    arn = aws.create_secret({"engine": "mysql", "username": P1})
+    source = SecretsManagerSource(arn, engine="mysql")
+    with pytest.raises(ConfigurationError, match="'password'") as info:
+        source.get()
+    _assert_no_secret(_full_text(info.value))
+
+
+def test_secret_for_another_engine_is_rejected(aws: Aws, moto_url: str) -> None:
+    arn = aws.create_secret({"engine": "postgres", "username": "u", "password": P1})
+    # The injectable-client path: a private provider on this client.
+    client = CountingClient(boto3.client("secretsmanager", endpoint_url=moto_url))
+    source = SecretsManagerSource(arn, engine="mysql", boto3_client=client)
+    with pytest.raises(ConfigurationError) as info:
+        source.get()
+    assert info.value.setting == "DB_ENGINE"
+    assert client.get_calls == 1
+    assert aws.counting.get_calls == 0  # the shared provider was not used
+
+
+def test_env_pins_host_port_and_name_over_the_secret(aws: Aws) -> None:
+    arn = aws.create_secret(
+        {
+            "engine": "mysql",
+            "host": "db.internal",
+            "port": 3307,
+            "username": "app",
+            "password": P1,
+            "dbname": "fromsecret",
+        }
+    )
+    pinned = SecretsManagerSource(arn, engine="mysql", host="proxy", port=3306, database="app_db")
+    assert pinned.get() == Credentials("app", P1, "proxy", 3306, "app_db")
+    free = SecretsManagerSource(arn, engine="mysql")
+    assert free.get() == Credentials("app", P1, "db.internal", 3307, "fromsecret")
+    assert aws.counting.get_calls == 1  # the two sources share Powertools' cache
+
+
+def test_reprs_never_show_the_password(aws: Aws) -> None:
+    arn = aws.create_secret({"engine": "mysql", "username": "app", "password": P1})
+    settings = settings_from_env({"DB_ENGINE": "mysql", "DB_SECRET_ARN": arn})
+    creds = settings.credentials.get()  # type: ignore[union-attr]
+    assert creds.password == P1
+    _assert_no_secret(
+        repr(settings),
+        repr(settings.credentials),
+        repr(creds),
+        str(creds),
+        repr(StaticCredentials("u", P1)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"DB_SECRET_ARN": "arn:x", "DB_NAME": "d", "DB_HOST": "h"}, "DB_ENGINE"),
+        ({"DB_ENGINE": "mysql", "DB_SECRET_ARN": "arn:x", "DB_PASSWORD": P1}, "DB_PASSWORD"),
+        ({"DATABASE_URL": f"mysql://u:{P1}@h/d", "DB_SECRET_ARN": "arn:x"}, "DATABASE_URL"),
+        ({"DB_ENGINE": "mysql", "DB_SECRET_ARN": "arn:x", "DB_IAM_AUTH": "true"}, "DB_IAM_AUTH"),
+        ({"DB_ENGINE": "sqlite", "DB_SECRET_ARN": "arn:x"}, "DB_SECRET_ARN"),
+        (
+            {"DB_ENGINE": "mysql", "DB_HOST": "h", "DB_NAME": "d", "DB_IAM_AUTH": "maybe"},
+            "DB_IAM_AUTH",
+        ),
+        ({"DB_ENGINE": "mysql", "DB_HOST": "h", "DB_NAME": "d", "DB_IAM_AUTH": "1"}, "DB_USER"),
+        (
+            {
+                "DB_ENGINE": "mysql",
+                "DB_HOST": "h",
+                "DB_NAME": "d",
+                "DB_USER": "u",
+                "DB_IAM_AUTH": "1",
+            },
+            "AWS_REGION",
+        ),
+        (
+            {
+                "DB_ENGINE": "mysql",
+                "DB_HOST": "h",
+                "DB_NAME": "d",
+                "DB_USER": "u",
+                "DB_IAM_AUTH": "1",
+                "AWS_REGION": REGION,
+                "DB_SSL_MODE": "disable",
+            },
+            "DB_SSL_MODE",
+        ),
+    ],
+)
+def test_access_settings_errors_name_the_variable(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings_from_env(env)
+    assert info.value.setting == setting
+    _assert_no_secret(str(info.value))
+
+
+@pytest.mark.parametrize("engine", ["mysql", "postgres"])
+def test_iam_token_is_signed_offline_and_used_over_tls(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    env = {
+        "DB_ENGINE": engine,
+        "DB_HOST": "db.example.com",
+        "DB_PORT": "6000",
+        "DB_NAME": "app",
+        "DB_USER": "iam_user",
+        "DB_IAM_AUTH": "true",
+        "AWS_REGION": REGION,
+    }
+    settings = settings_from_env(env)
+    assert isinstance(settings.credentials, IamTokenSource)
+    assert settings.tls is not None and settings.tls.mode == "require"
+    db = settings.create_database()
+    seen: dict[str, Any] = {}
+
+    def fake_connect() -> str:
+        seen.update(db.connect_params)
+        return "conn"
+
+    assert connect_with_credentials(db, fake_connect) == "conn"
+    token = seen["password"]
+    assert token.startswith("db.example.com:6000/?")
+    assert "Action=connect" in token and "DBUser=iam_user" in token
+    assert "X-Amz-Signature=" in token
+    assert seen["user"] == "iam_user"
+    if engine == "mysql":
+        assert seen["ssl"] is not None and "ssl_disabled" not in seen
+    else:
+        assert seen["sslmode"] == "require"
+    assert token not in repr(settings) + repr(settings.credentials)
