@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "invoke": "peewee_serverless.local.invoke:add_command",
     "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
     "migrate": "peewee_serverless.migrate:add_command",
+    "package": "peewee_serverless.packaging:add_command",
 }
 
 PROG = "peewee-serverless"
