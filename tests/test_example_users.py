@@ -198,8 +198,10 @@ def test_users_api_over_real_http(http_server: tuple[str, int, UsersService]) ->
         status, headers, body = _request(conn, "POST", "/users", payload)
         assert status == 201 and body["email"] == "ada@example.com"
         assert headers["Content-Type"].startswith("application/json")
-        # Same keep-alive connection: the duplicate, then reads.
+        # Same keep-alive connection: the identical retry is replayed, another body conflicts.
         status, _, body = _request(conn, "POST", "/users", payload)
+        assert (status, body["id"]) == (201, 1)
+        status, _, body = _request(conn, "POST", "/users", dict(payload, name="Eve"))
         assert (status, body["message"]) == (409, "Email already exists")
         status, _, body = _request(conn, "GET", "/users")
         assert status == 200 and [u["name"] for u in body["users"]] == ["Ada"]
@@ -234,9 +236,10 @@ def test_invoke_command_with_example_events(
 
     created = invoke("create_user")
     assert created["statusCode"] == 201
+    # The same request again is a retry (idempotency keyed on the body): the first response.
     duplicate = invoke("create_user")
-    assert duplicate["statusCode"] == 409
-    assert json.loads(duplicate["body"])["message"] == "Email already exists"
+    assert duplicate["statusCode"] == 201
+    assert json.loads(duplicate["body"]) == json.loads(created["body"])
     listed = invoke("list_users")
     assert listed["statusCode"] == 200
     assert [u["id"] for u in json.loads(listed["body"])["users"]] == [1]

@@ -3,6 +3,16 @@
 One handler answers API Gateway REST (v1) and HTTP API (v2) events. Deploy with the handler
 ``examples.users.app.handler``; run locally with
 ``peewee-serverless serve examples.users.app:handler``.
+
+``POST /users`` is idempotent (records in the same database, ``peewee_serverless.idempotency``):
+the key is the ``Idempotency-Key`` header, or the parsed JSON body when there is none. A retry
+gets the first response; a duplicate while the first is still running gets 409
+``request_in_progress``; a reused key with another body gets 422 ``idempotency_key_reused``.
+The OpenAPI document is served at ``/openapi.json`` (``scripts/openapi`` writes
+``docs/openapi.json``).
+
+Settings: ``CORS_ALLOW_ORIGINS`` (comma-separated origins, ``*`` for any; unset: no CORS
+headers), ``API_MAX_BODY_BYTES`` (default 65536), ``IDEMPOTENCY_EXPIRES_SECONDS`` (default 3600).
 """
 
 from __future__ import annotations
@@ -13,17 +23,68 @@ import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler import CORSConfig, Response
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
 from peewee import IntegrityError
 from pydantic import BaseModel, ConfigDict, Field
 
-from peewee_serverless import database_lifecycle
-from peewee_serverless.http import ApiGatewayResolver, HTTPError
+from peewee_serverless import DatabaseUnavailable, database_lifecycle
+from peewee_serverless.http import DEFAULT_MAX_BODY_BYTES, ApiGatewayResolver, HTTPError
+from peewee_serverless.idempotency import PeeweePersistenceLayer
 
 from .models import User, db
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "users"))
-app = ApiGatewayResolver(enable_validation=True)
+
+
+def _int_setting(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {raw!r}")
+    return value
+
+
+def _cors_from_env() -> CORSConfig | None:
+    origins = [o.strip() for o in os.environ.get("CORS_ALLOW_ORIGINS", "").split(",") if o.strip()]
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origin=origins[0],
+        extra_origins=origins[1:] or None,
+        allow_headers=["Content-Type", "Idempotency-Key"],
+        max_age=600,
+    )
+
+
+app = ApiGatewayResolver(
+    enable_validation=True,
+    cors=_cors_from_env(),
+    max_body_bytes=_int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+)
+
+OPENAPI = {"title": "Users service", "version": "1.0.0"}
+idempotency_store = PeeweePersistenceLayer(db)
+idempotency_config = IdempotencyConfig(
+    # The client's key when it sent one, else the parsed (not raw) body: key order and
+    # whitespace do not make a retry look new.
+    event_key_jmespath="key || body",
+    payload_validation_jmespath="body",
+    expires_after_seconds=_int_setting("IDEMPOTENCY_EXPIRES_SECONDS", 3600),
+)
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 
 MAX_PAGE = 100
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
@@ -58,15 +119,57 @@ def _decode_cursor(cursor: str) -> int:
     return value
 
 
-@app.post("/users", status_code=201)
-def create_user(user: NewUser) -> dict[str, Any]:
-    """Create a user; a taken email is a 409 and writes nothing."""
+@idempotent_function(
+    data_keyword_argument="request",
+    persistence_store=idempotency_store,
+    config=idempotency_config,
+)
+def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
+    body = request["body"]
     try:
         with db.atomic():
-            created = User.create(name=user.name, email=user.email.lower())
+            created = User.create(name=body["name"], email=body["email"].lower())
     except IntegrityError:
+        # Raising deletes the idempotency record: a retry answers 409 again, from the table.
         raise HTTPError(409, "conflict", "Email already exists") from None
     return created.to_dict()
+
+
+@app.post("/users", status_code=201)
+def create_user(
+    user: NewUser,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Client-chosen key (1-128 printable ASCII); a retry with the same key "
+            "and body returns the first response",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Create a user (idempotent); a taken email is a 409 and writes nothing."""
+    request = {"key": idempotency_key, "body": user.model_dump(mode="json")}
+    try:
+        return _create_user_once(request=request)  # type: ignore[no-any-return]
+    except IdempotencyValidationError:
+        raise HTTPError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request body",
+        ) from None
+    except (IdempotencyAlreadyInProgressError, IdempotencyInconsistentStateError):
+        raise HTTPError(
+            409,
+            "request_in_progress",
+            "An identical request is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    except IdempotencyPersistenceLayerError as exc:
+        # Powertools wraps store failures; a database outage must still answer 503.
+        if isinstance(exc.__cause__, DatabaseUnavailable):
+            raise exc.__cause__ from None
+        raise
 
 
 @app.get("/users")
@@ -90,8 +193,16 @@ def get_user(user_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[str, Any
     return User.get_by_id(user_id).to_dict()
 
 
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> Response:
+    """The OpenAPI document of this service (Powertools' generation)."""
+    return Response(200, "application/json", app.get_openapi_json_schema(**OPENAPI))
+
+
 @logger.inject_lambda_context
 @database_lifecycle(db, logger=logger)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point."""
+    # The in-progress idempotency record expires with this invocation's timeout.
+    idempotency_config.register_lambda_context(context)
     return app.resolve(event, context)
