@@ -8,6 +8,7 @@ one-line error and exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -57,23 +58,27 @@ def read_event(path: str) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
 
-    try:
-        event = read_event(args.event)
-        handler = load_handler(args.handler)
-    except (ValueError, TargetError) as exc:
-        raise CommandError(str(exc)) from None
-    try:
-        response = invoke(handler, event, timeout=args.timeout)
-    except Exception as exc:  # noqa: BLE001 - reported the way Lambda reports it
-        traceback.print_exc(file=sys.stderr)
-        error = {
-            "errorMessage": str(exc),
-            "errorType": type(exc).__name__,
-            "stackTrace": traceback.format_tb(exc.__traceback__),
-        }
-        print(json.dumps(error, indent=2))
-        return 1
-    print(json.dumps(response, indent=2, default=str))
+    out = sys.stdout
+    # What the function prints (its logs) goes to stderr, as Lambda sends it to CloudWatch and
+    # not into the response: stdout carries only the response JSON, ready for a pipe.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            event = read_event(args.event)
+            handler = load_handler(args.handler)
+        except (ValueError, TargetError) as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            response = invoke(handler, event, timeout=args.timeout)
+        except Exception as exc:  # noqa: BLE001 - reported the way Lambda reports it
+            traceback.print_exception(exc, file=sys.stderr)
+            error = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "stackTrace": traceback.format_tb(exc.__traceback__),
+            }
+            print(json.dumps(error, indent=2), file=out)
+            return 1
+    print(json.dumps(response, indent=2, default=str), file=out)
     return 0
 
 
