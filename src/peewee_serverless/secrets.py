@@ -337,9 +337,11 @@ def connect_with_credentials(db: Any, connect: Callable[[], Any]) -> Any:
         return connect()
     except Exception as exc:
         failure = verification_failure(exc)
-        if failure is not None:
-            raise failure from exc
-        raise
+        if failure is None:
+            raise
+    # Raised outside the ``except``: with the driver error as its context, ``classify`` would
+    # see "server unreachable" and the connect retry would spin on a certificate problem.
+    raise failure
 
 
 def _apply(db: Any, credentials: Credentials) -> None:

@@ -117,18 +117,19 @@ def tls_from_env(environ: Mapping[str, str]) -> TlsSettings | None:
 
 def verification_failure(exc: BaseException) -> ConfigurationError | None:
     """A :class:`ConfigurationError` when ``exc`` (or its cause) is a failed certificate check."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    for _ in range(6):
-        if current is None:
-            break
-        if isinstance(current, ssl.SSLCertVerificationError):
-            detail = current.verify_message or str(current)
-            return _failure(detail)
-        text = str(current)
-        lowered = text.lower()
-        if any(fragment in lowered for fragment in _VERIFY_FRAGMENTS):
-            return _failure(_relevant_line(text))
+    while current is not None and len(chain) < 6:
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    for err in chain:
+        # Python's own verdict (PyMySQL) is the most precise wording.
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return _failure(f"certificate verify failed: {err.verify_message or err}")
+    for err in chain:
+        text = str(err)
+        if any(fragment in text.lower() for fragment in _VERIFY_FRAGMENTS):
+            return _failure(_relevant_line(text))
     return None
 
 
