@@ -37,6 +37,11 @@ _LAZY: dict[str, str] = {
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
+    "CredentialSource": ".secrets",
+    "IamTokenSource": ".secrets",
+    "SecretsManagerSource": ".secrets",
+    "StaticCredentials": ".secrets",
+    "TlsSettings": ".tls",
 }
 
 __all__ = [
