@@ -45,9 +45,15 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The dependencies' Lambda wheels, downloaded once (the run's only index access)."""
+    """The dependencies' Lambda wheels (and boto3's), downloaded once: the only index access."""
     dest = tmp_path_factory.mktemp("wheels")
-    download_wheels(dest, python_version=PYTHON, architecture=ARCH or "x86_64", extras=("mysql",))
+    download_wheels(
+        dest,
+        python_version=PYTHON,
+        architecture=ARCH or "x86_64",
+        extras=("mysql",),
+        include_boto3=True,
+    )
     return dest
 
 
@@ -171,7 +177,6 @@ def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
 # -- the unpacked zip in a clean virtualenv ------------------------------------------------------
 RUN_IN_CLEAN_VENV = r"""
 import json, os, sys
-root = os.environ["PYTHONPATH"]
 
 class Context:
     function_name = "users"
@@ -182,51 +187,37 @@ class Context:
         return 10_000
 
 import peewee_serverless
-from peewee_serverless.migrate import migration_handler
-migrated = migration_handler(os.path.join(root, "examples", "users", "migrations"))({}, Context())
-from examples.users.app import handler
+from examples.users.migrate_handler import handler as migrate  # the template's MigrateFunction
+migrated = migrate({}, Context())
+from examples.users.app import handler  # the template's UsersFunction
 post = json.load(open(sys.argv[1]))
 get = json.load(open(sys.argv[2]))
 created = handler(post, Context())
 listed = handler(get, Context())
-try:
-    import boto3
-    has_boto3 = True
-except ImportError:
-    has_boto3 = False
+import boto3
 print(json.dumps({
     "library": peewee_serverless.__file__,
+    "boto3": boto3.__file__,
     "migrated": migrated,
     "created": created,
     "listed": listed,
-    "has_boto3": has_boto3,
 }))
 """
 
 
-def _v1_event(method: str, body: dict[str, str] | None = None) -> dict[str, object]:
-    """An API Gateway REST (payload v1) proxy event for ``/users``."""
-    return {
-        "resource": "/users",
-        "path": "/users",
-        "httpMethod": method,
-        "headers": {"content-type": "application/json"},
-        "multiValueHeaders": {"content-type": ["application/json"]},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/users",
-            "httpMethod": method,
-            "path": "/users",
-            "stage": "$default",
-            "requestId": "req-1",
-            "identity": {"sourceIp": "127.0.0.1"},
-        },
-        "body": None if body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
+@pytest.fixture(scope="session")
+def lambda_runtime(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Path:
+    """Stands in for Lambda's ``/var/runtime``: boto3, which the zip leaves out on purpose."""
+    runtime = tmp_path_factory.mktemp("runtime")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(runtime)),
+            *("--no-index", "--find-links", str(wheels), "--only-binary=:all:", "boto3"),
+        ],
+        check=True,
+        timeout=300,
+    )
+    return runtime
 
 
 @pytest.fixture(scope="session")
@@ -240,17 +231,19 @@ def clean_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_unpacked_zip_answers_users_events_in_a_clean_venv(
-    built: PackageReport, clean_python: Path, tmp_path: Path
+    built: PackageReport, clean_python: Path, lambda_runtime: Path, tmp_path: Path
 ) -> None:
     unpacked = tmp_path / "task"  # Lambda unpacks to /var/task
     with zipfile.ZipFile(built.zip_path) as zf:
         zf.extractall(unpacked)
-    post, get = tmp_path / "post.json", tmp_path / "get.json"
-    post.write_text(json.dumps(_v1_event("POST", {"name": "Ada", "email": "ada@example.com"})))
-    get.write_text(json.dumps(_v1_event("GET")))
+    # The example's own API Gateway REST (payload v1) events: POST /users, then GET /users.
+    post = APP_DIR / "events" / "create_user_v1.json"
+    get = APP_DIR / "events" / "list_users_v1.json"
+    email = json.loads(json.loads(post.read_text())["body"])["email"]
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(unpacked),
+        # Lambda's order: the function's code (/var/task), then the runtime's (/var/runtime).
+        "PYTHONPATH": os.pathsep.join((str(unpacked), str(lambda_runtime))),
         "DB_ENGINE": "sqlite",
         "DB_NAME": str(tmp_path / "users.sqlite3"),
         "POWERTOOLS_LOG_LEVEL": "WARNING",
@@ -267,13 +260,13 @@ def test_unpacked_zip_answers_users_events_in_a_clean_venv(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(result["library"]).is_relative_to(unpacked)
-    assert result["has_boto3"] is False
+    assert Path(result["boto3"]).is_relative_to(lambda_runtime)  # not shipped in the zip
     assert "0001_create_user" in result["migrated"]["applied"]
     assert result["created"]["statusCode"] == 201, result["created"]
     listed = result["listed"]
     assert listed["statusCode"] == 200, listed
     body = json.loads(listed["body"])
-    assert "ada@example.com" in json.dumps(body)
+    assert email in json.dumps(body)
 
 
 # -- the SAM template ----------------------------------------------------------------------------
