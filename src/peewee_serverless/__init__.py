@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
+    "build_package": ".packaging",
     "CredentialSource": ".secrets",
     "IamTokenSource": ".secrets",
     "SecretsManagerSource": ".secrets",
