@@ -43,7 +43,9 @@ def test_jitter_stays_within_bounds(policy: Backoff, seed: int) -> None:
     seed=st.integers(min_value=0, max_value=2**32),
 )
 @settings(max_examples=200, deadline=None)
-def test_backoff_never_outlives_remaining_time(policy: Backoff, remaining_ms: int, seed: int) -> None:
+def test_backoff_never_outlives_remaining_time(
+    policy: Backoff, remaining_ms: int, seed: int
+) -> None:
     """With a fake clock and a fake context, the waits end before the context's deadline."""
     now = [1000.0]
 
@@ -163,7 +165,12 @@ def _drop_account(backend: Any, name: str) -> None:
 def test_limit_reached_gives_up_typed_and_counted(server_backend: Any) -> None:
     """A full account: connect retries, then one typed error (never a driver traceback)."""
     account = _limited_account(server_backend, 1)
-    env = {**account, "DB_CONNECT_RETRIES": "3", "DB_BACKOFF_BASE_MS": "1", "DB_BACKOFF_CAP_MS": "5"}
+    env = {
+        **account,
+        "DB_CONNECT_RETRIES": "3",
+        "DB_BACKOFF_BASE_MS": "1",
+        "DB_BACKOFF_CAP_MS": "5",
+    }
     holder = server_backend.make_db(env)
     waiter = server_backend.make_db(env)
     try:
@@ -186,7 +193,12 @@ def test_limit_reached_gives_up_typed_and_counted(server_backend: Any) -> None:
 def test_retry_waits_for_a_slot_to_free(server_backend: Any) -> None:
     """A slot freed while we back off is taken: the connect succeeds after retries."""
     account = _limited_account(server_backend, 1)
-    env = {**account, "DB_CONNECT_RETRIES": "50", "DB_BACKOFF_BASE_MS": "1", "DB_BACKOFF_CAP_MS": "5"}
+    env = {
+        **account,
+        "DB_CONNECT_RETRIES": "50",
+        "DB_BACKOFF_BASE_MS": "1",
+        "DB_BACKOFF_CAP_MS": "5",
+    }
     holder = server_backend.make_db(env)
     waiter = server_backend.make_db(env)
     try:
