@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 HANDLERS = {
     "plain-per-invocation": "bench.burst:plain_per_invocation_handler",
@@ -119,7 +118,7 @@ class Account:
 def create_limited_account(server: Any, limit: int, prefix: str = "burst") -> Account:
     """Create a user (MariaDB) / role (PostgreSQL) that may hold ``limit`` connections.
 
-    ``server`` is a :class:`servers.PrivateServer` (or anything with ``query``, ``engine``,
+    ``server`` is a :class:`tests.servers.PrivateServer` (or anything with ``query``, ``engine``,
     ``env()`` and ``test_db``). The account owns the users table it will write to.
     """
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -328,7 +327,7 @@ def write_section(path: Path, section: str) -> None:
 
 @contextlib.contextmanager
 def _server(engine: str) -> Iterator[Any]:
-    from servers import private_server
+    from tests.servers import private_server
 
     with private_server(engine) as server:
         yield server

@@ -70,6 +70,8 @@ class InvocationResult:
     retry_after: str | None = None
     cold: bool = False
     body: str = ""
+    #: ``time.monotonic()`` when the invocation started (one clock for all processes on Linux).
+    started: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -165,6 +167,7 @@ def _container_main(conn: Any, config: dict[str, Any]) -> None:
             return
         event = factory(index, seq) if factory is not None else dict(event_spec)
         context = LambdaContext(function_name=config["function_name"], timeout=config["timeout"])
+        started_at = time.monotonic()
         started = time.perf_counter()
         status: int | None = None
         retry_after = error = None
@@ -177,7 +180,9 @@ def _container_main(conn: Any, config: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001 - a failed invocation is a result, not a crash
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
         latency = (time.perf_counter() - started) * 1000.0
-        result = InvocationResult(index, seq, status, latency, error, retry_after, seq == 0, body)
+        result = InvocationResult(
+            index, seq, status, latency, error, retry_after, seq == 0, body, started_at
+        )
         conn.send(("result", asdict(result)))
 
 

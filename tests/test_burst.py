@@ -1,0 +1,165 @@
+"""Bursts and server faults with real servers and real processes (the container simulator).
+
+Each test runs against a PRIVATE server (tests/servers.py): the application account is limited
+to 10 connections (MariaDB ``MAX_USER_CONNECTIONS``, PostgreSQL role ``CONNECTION LIMIT``), and
+the restart test stops and starts the server itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peewee_serverless.local.containers import InvocationResult, run_containers
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.burst import (  # noqa: E402
+    ConnectionSampler,
+    create_limited_account,
+    create_users_table,
+    drop_account,
+    run_burst,
+    serverless_env,
+)
+from tests.servers import PrivateServer, private_server  # noqa: E402
+
+SELECTED = [
+    b.strip()
+    for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", "sqlite,mariadb,postgres").split(",")
+    if b.strip() in ("mariadb", "postgres")
+]
+LIMIT = 10
+CONTAINERS = 4 * LIMIT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=SELECTED)
+def server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
+    """A private server of each selected engine, shared by this module's tests."""
+    with private_server(request.param) as srv:
+        yield srv
+
+
+def _emails(server: PrivateServer, account: Any) -> list[str]:
+    conn = server.connect(server.test_db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT email FROM users")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def test_burst_within_the_limit_never_fails(server: PrivateServer) -> None:
+    """40 containers, 10 connection slots: every invocation succeeds, never above the limit."""
+    outcome = run_burst(
+        server, "peewee-serverless", containers=CONTAINERS, invocations=3, limit=LIMIT
+    )
+    assert outcome.invocations == CONTAINERS * 3
+    assert outcome.statuses == {201: CONTAINERS * 3}
+    assert outcome.success_rate == 1.0
+    assert 0 < outcome.peak_connections <= LIMIT
+
+
+def test_plain_peewee_fails_the_same_burst(server: PrivateServer) -> None:
+    """The same burst with plain Peewee (module-level connection): invocations fail."""
+    outcome = run_burst(
+        server, "plain-module-level", containers=CONTAINERS, invocations=3, limit=LIMIT
+    )
+    assert outcome.invocations == CONTAINERS * 3
+    assert outcome.success_rate < 1.0
+    assert outcome.statuses.get(None, 0) > 0  # raised: a bare driver error, no response
+    assert outcome.peak_connections <= LIMIT
+
+
+def test_server_restart_during_load(server: PrivateServer) -> None:
+    """Stop and start the server mid-load: 201 or 503 + Retry-After, then all 201, no dupes."""
+    account = create_limited_account(server, 100, prefix="restart")
+    results: list[InvocationResult] = []
+    try:
+        create_users_table(account.env)
+        env = {**account.env, **serverless_env(LIMIT), "DB_IDLE_CHECK_SECONDS": "0"}
+        warm = threading.Event()
+        lock = threading.Lock()
+
+        def collect(result: InvocationResult) -> None:
+            with lock:
+                results.append(result)
+                if len(results) >= 20:
+                    warm.set()
+
+        simulation: dict[str, Any] = {}
+
+        def simulate() -> None:
+            try:
+                simulation["report"] = run_containers(
+                    "examples.users.app:handler",
+                    containers=8,
+                    invocations=12,
+                    event="bench.burst:post_user_event",
+                    env=env,
+                    pause=(0.0, 0.05),
+                    timeout=30.0,
+                    sys_path=[str(ROOT)],
+                    on_result=collect,
+                    seed=7,
+                )
+            except Exception as exc:  # noqa: BLE001 - re-raised in the test thread
+                simulation["error"] = exc
+
+        runner = threading.Thread(target=simulate, name="simulation")
+        runner.start()
+        assert warm.wait(120), "the containers never got going"
+        server.restart()
+        restarted = time.monotonic()
+        runner.join(300)
+        assert not runner.is_alive()
+        assert "error" not in simulation, simulation.get("error")
+
+        assert len(results) == 8 * 12
+        for r in results:
+            assert r.error is None, r
+            assert r.status in (201, 503), r
+            if r.status == 503:
+                assert r.retry_after is not None and int(r.retry_after) >= 1
+        after = [r for r in results if r.started > restarted]
+        assert after, "no invocation started after the restart"
+        assert all(r.status == 201 for r in after), [r for r in after if r.status != 201]
+
+        created = [json.loads(r.body)["email"] for r in results if r.status == 201]
+        stored = _emails(server, account)
+        assert len(stored) == len(set(stored))  # none twice
+        assert set(created) <= set(stored)  # every 201 is in the table
+    finally:
+        drop_account(server, account.name)
+
+
+def test_sampler_sees_connections(server: PrivateServer) -> None:
+    """The peak measurement used above is real: it sees a connection we hold."""
+    account = create_limited_account(server, 3, prefix="sampler")
+    try:
+        from peewee_serverless import database_from_env
+
+        db = database_from_env(account.env)
+        db.connect()
+        try:
+            with ConnectionSampler(server, account.name, interval=0.001) as sampler:
+                deadline = time.monotonic() + 30
+                while sampler.samples < 3 and time.monotonic() < deadline:
+                    db.execute_sql("SELECT 1")
+            assert sampler.peak == 1
+        finally:
+            db.close()
+    finally:
+        drop_account(server, account.name)
