@@ -83,12 +83,15 @@ class ConnectionEvents:
 
     def reset(self) -> None:
         """Zero every counter."""
-        for f in fields(self):
-            setattr(self, f.name, f.default)
+        # Called on every invocation: precomputed defaults, not dataclasses.fields() each time.
+        self.__dict__.update(_EVENT_DEFAULTS)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict (for structured logs)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _EVENT_DEFAULTS}
+
+
+_EVENT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ConnectionEvents)}
 
 
 class ServerlessDatabaseMixin:
