@@ -87,7 +87,9 @@ idempotency_config = IdempotencyConfig(
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 
 MAX_PAGE = 100
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+# No control characters anywhere: PostgreSQL refuses NUL in text, and no name needs them.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$"
 
 
 class NewUser(BaseModel):
@@ -95,7 +97,7 @@ class NewUser(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
 
 

@@ -213,9 +213,17 @@ class ApiGatewayResolver(APIGatewayRestResolver):
         size = len(body)
         if event.is_base64_encoded:
             try:
-                size = len(base64.b64decode(body, validate=True))
+                raw = base64.b64decode(body, validate=True)
             except (binascii.Error, ValueError):
                 return error_response(400, "invalid_body", "Body is not valid base64")
+            size = len(raw)
+            # Powertools decodes a JSON body as UTF-8 and would fail with a 500 otherwise.
+            content_type = (event.headers.get("content-type") or "").lower()
+            if size <= self.max_body_bytes and (not content_type or "json" in content_type):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return error_response(400, "invalid_body", "Body is not valid UTF-8")
         if size > self.max_body_bytes:
             return error_response(
                 413, "payload_too_large", f"Request body exceeds {self.max_body_bytes} bytes"
