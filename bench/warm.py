@@ -1,0 +1,295 @@
+"""Scenario 1: warm invocation overhead of the lifecycle, against the strategies users would pick.
+
+Every variant runs the SAME handler: the example's Powertools resolver (``examples.users.app``,
+route ``GET /users/{id}``, query ``User.get_by_id``), called as Lambda calls it, event in and
+response out, with a fresh context per invocation. Only the connection strategy around
+``app.resolve(event, context)`` differs (the ``User`` model is bound to the variant's database):
+
+* ``raw``: plain Peewee, one connection opened before the loop and never managed (baseline);
+* ``per-invocation``: plain Peewee, ``connect()`` before and ``close()`` after each invocation;
+* ``pool``: ``playhouse.pool``, a connection checked out and returned around each invocation;
+* ``serverless``: ``@database_lifecycle(db, logger=...)`` (the example's database and logger);
+* ``serverless-quiet``: the same with a logger at ``WARNING`` (``POWERTOOLS_LOG_LEVEL=WARNING``),
+  so the lifecycle's INFO line per invocation is not formatted: what the line itself costs;
+* ``example``: the example's ``handler`` exactly as deployed (adds Powertools'
+  ``inject_lambda_context`` and the idempotency context registration): informational.
+
+Variants alternate in rounds (rotating the order) so that drift on a shared machine hits all of
+them alike. Median and p99 per variant; ratios against ``raw`` measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.common import (
+    ENGINE_LABELS,
+    SERVER_ENGINES,
+    Budget,
+    Section,
+    Stats,
+    Target,
+    fmt_ms,
+    fmt_ratio,
+    get_user_event,
+    prepare_database,
+    ratio,
+    run_child,
+    table,
+    user_ids,
+    write_result,
+)
+
+VARIANTS = ("raw", "per-invocation", "pool", "serverless", "serverless-quiet", "example")
+LABELS = {
+    "raw": "raw Peewee, persistent connection (baseline)",
+    "per-invocation": "raw Peewee, connect + close per invocation",
+    "pool": "playhouse.pool, check out + return per invocation",
+    "serverless": "**peewee-serverless** `@database_lifecycle`",
+    "serverless-quiet": "peewee-serverless, log level WARNING (no per-invocation line)",
+    "example": "example `handler` as deployed (+ `inject_lambda_context`)",
+}
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def plain_databases(env: dict[str, str]) -> tuple[Any, Any]:
+    """A plain Peewee database and a ``playhouse.pool`` one, same parameters as ours."""
+    from peewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
+    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+    from peewee_serverless import settings_from_env
+
+    settings = settings_from_env(env)
+    if settings.engine == "sqlite":
+        # The same pragmas as ServerlessSqliteDatabase, so only the lifecycle differs.
+        params: dict[str, Any] = {"pragmas": {"journal_mode": "wal", "busy_timeout": 5000}}
+        plain, pooled = SqliteDatabase, PooledSqliteDatabase
+    else:
+        params = settings.connect_params()
+        if settings.engine == "mysql":
+            plain, pooled = MySQLDatabase, PooledMySQLDatabase
+        else:
+            plain, pooled = PostgresqlDatabase, PooledPostgresqlDatabase
+    return (
+        plain(settings.database, **params),
+        pooled(settings.database, max_connections=4, stale_timeout=300, **params),
+    )
+
+
+def build_handlers(env: dict[str, str]) -> dict[str, tuple[Any, Handler]]:
+    """Variant name -> (database the model is bound to, Lambda handler)."""
+    import examples.users.app as example
+    from peewee_serverless import database_lifecycle
+
+    def resolve(event: dict[str, Any], context: Any) -> Any:
+        return example.app.resolve(event, context)
+
+    raw_db, pool_db = plain_databases(env)
+    per_db, _ = plain_databases(env)
+    raw_db.connect()
+
+    def per_invocation(event: dict[str, Any], context: Any) -> Any:
+        per_db.connect()
+        try:
+            return resolve(event, context)
+        finally:
+            per_db.close()
+
+    def pooled(event: dict[str, Any], context: Any) -> Any:
+        with pool_db.connection_context():
+            return resolve(event, context)
+
+    from aws_lambda_powertools import Logger
+
+    serverless = database_lifecycle(example.db, logger=example.logger)(resolve)
+    quiet_logger = Logger(service="users-quiet", level="WARNING")
+    quiet = database_lifecycle(example.db, logger=quiet_logger)(resolve)
+    return {
+        "raw": (raw_db, resolve),
+        "per-invocation": (per_db, per_invocation),
+        "pool": (pool_db, pooled),
+        "serverless": (example.db, serverless),
+        "serverless-quiet": (example.db, quiet),
+        "example": (example.db, example.handler),
+    }
+
+
+def bind(db: Any) -> None:
+    """Point the example's model at ``db`` (what the variant's connection strategy manages)."""
+    from examples.users.models import User
+
+    User._meta.set_database(db)
+
+
+def invoke_timed(handler: Handler, event: dict[str, Any]) -> tuple[float, int]:
+    """One invocation as Lambda makes it: seconds taken and the response status."""
+    from peewee_serverless.local.context import LambdaContext
+
+    context = LambdaContext()
+    started = time.perf_counter()
+    response = handler(event, context)
+    elapsed = time.perf_counter() - started
+    return elapsed, int(response.get("statusCode", 0))
+
+
+def measure(
+    handlers: dict[str, tuple[Any, Handler]],
+    events: Sequence[dict[str, Any]],
+    *,
+    invocations: int,
+    rounds: int,
+    warm_up: int,
+) -> dict[str, dict[str, Any]]:
+    """Alternate the variants in ``rounds``; per variant: stats and non-200 count."""
+    names = list(handlers)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    errors = dict.fromkeys(names, 0)
+    for name in names:
+        db, handler = handlers[name]
+        bind(db)
+        for i in range(warm_up):
+            invoke_timed(handler, events[i % len(events)])
+    per_round = max(1, invocations // rounds)
+    k = 0
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            db, handler = handlers[name]
+            bind(db)
+            for _ in range(per_round):
+                elapsed, status = invoke_timed(handler, events[k % len(events)])
+                k += 1
+                samples[name].append(elapsed)
+                if status != 200:
+                    errors[name] += 1
+    return {n: {"stats": Stats.of(samples[n]).as_dict(), "errors": errors[n]} for n in names}
+
+
+def child(argv: Sequence[str]) -> int:
+    """Measure every variant in this (fresh) process; write the JSON result."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ids", required=True)
+    parser.add_argument("--invocations", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
+    parser.add_argument("--warm-up", type=int, required=True)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args(argv)
+    import os
+
+    handlers = build_handlers(dict(os.environ))
+    events = [get_user_event(int(i)) for i in args.ids.split(",")]
+    result = measure(
+        handlers, events, invocations=args.invocations, rounds=args.rounds, warm_up=args.warm_up
+    )
+    write_result(args.result, result)
+    return 0
+
+
+# -- the parent side ------------------------------------------------------------------------------
+def collect(budget: Budget, engines: Sequence[str], database: str) -> dict[str, Any]:
+    """Run the child once per engine; engine -> variant -> result."""
+    results: dict[str, Any] = {}
+    for engine in engines:
+        env = prepare_database(engine, database)
+        ids = ",".join(str(i) for i in user_ids(engine, database))
+        results[engine] = run_child(
+            "bench.warm",
+            [
+                "--ids", ids,
+                "--invocations", str(budget.warm_invocations),
+                "--rounds", str(budget.warm_rounds),
+                "--warm-up", str(budget.warm_up),
+            ],
+            env,
+        )  # fmt: skip
+    return results
+
+
+def report(results: dict[str, Any]) -> Section:
+    """The Markdown section, plot data and target verdicts."""
+    parts = []
+    targets: list[Target] = []
+    plot: dict[str, Any] = {}
+    for engine, variants in results.items():
+        stats = {v: Stats.from_dict(r["stats"]) for v, r in variants.items()}
+        base = stats["raw"]
+        rows = []
+        for v in VARIANTS:
+            if v not in stats:
+                continue
+            s = stats[v]
+            rows.append(
+                [
+                    LABELS[v],
+                    fmt_ms(s.median),
+                    fmt_ratio(ratio(s.median, base.median)),
+                    fmt_ms(s.p99),
+                    fmt_ratio(ratio(s.p99, base.p99)),
+                    s.n,
+                    variants[v]["errors"],
+                ]
+            )
+        parts.append(
+            f"### {ENGINE_LABELS[engine]}\n\n"
+            + table(
+                ["variant", "median ms", "median vs raw", "p99 ms", "p99 vs raw", "n", "non-200"],
+                rows,
+            )
+        )
+        plot[engine] = {v: stats[v].median for v in VARIANTS if v in stats}
+        ours = stats["serverless"]
+        overhead = ratio(ours.median, base.median)
+        targets.append(
+            Target(
+                f"warm overhead, {ENGINE_LABELS[engine]}",
+                "<= 1.10x raw persistent Peewee (median)",
+                f"{fmt_ratio(overhead)} ({fmt_ms(ours.median)} vs {fmt_ms(base.median)} ms)",
+                overhead <= 1.10,
+            )
+        )
+        if "serverless-quiet" in stats:
+            quiet = stats["serverless-quiet"]
+            q = ratio(quiet.median, base.median)
+            targets.append(
+                Target(
+                    f"warm overhead with POWERTOOLS_LOG_LEVEL=WARNING, {ENGINE_LABELS[engine]}",
+                    "<= 1.10x raw persistent Peewee (median)",
+                    f"{fmt_ratio(q)} ({fmt_ms(quiet.median)} vs {fmt_ms(base.median)} ms)",
+                    q <= 1.10,
+                )
+            )
+        if engine in SERVER_ENGINES:
+            per = stats["per-invocation"]
+            speedup = ratio(per.median, ours.median)
+            targets.append(
+                Target(
+                    f"vs connect-per-invocation, {ENGINE_LABELS[engine]}",
+                    ">= 5x faster (median)",
+                    f"{fmt_ratio(speedup)} ({fmt_ms(per.median)} vs {fmt_ms(ours.median)} ms)",
+                    speedup >= 5.0,
+                )
+            )
+    body = (
+        "`GET /users/{id}` through the full handler, event -> response, in one warm process per "
+        "engine. Every variant runs the same Powertools resolver, route and query; only the "
+        "connection strategy around `app.resolve(event, context)` differs. Variants alternate in "
+        "rounds; ratios are against the raw persistent connection measured in the same process.\n"
+        "\n" + "\n\n".join(parts)
+    )
+    return Section("warm", "1. Warm invocation overhead", body, plot, targets)
+
+
+def run(budget: Budget, engines: Sequence[str], database: str) -> Section:
+    """Scenario 1 end to end."""
+    return report(collect(budget, engines, database))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--child"]:
+        raise SystemExit(child(sys.argv[2:]))
+    raise SystemExit("run the benchmarks with: python -m bench.run")
