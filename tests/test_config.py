@@ -187,3 +187,14 @@ def test_wrong_password_error_does_not_echo_it(server_backend) -> None:
         db.connect()
     assert SECRET not in str(info.value)
     assert SECRET not in repr(info.value)
+
+
+def test_int_setting_for_applications() -> None:
+    from peewee_serverless.config import int_setting
+
+    assert int_setting("API_MAX_BODY_BYTES", 7, environ={}) == 7
+    assert int_setting("API_MAX_BODY_BYTES", 7, environ={"API_MAX_BODY_BYTES": " 64 "}) == 64
+    for bad in ("lots", "0"):
+        with pytest.raises(ConfigurationError) as info:
+            int_setting("API_MAX_BODY_BYTES", 7, environ={"API_MAX_BODY_BYTES": bad})
+        assert info.value.setting == "API_MAX_BODY_BYTES"

@@ -36,25 +36,13 @@ from peewee import IntegrityError
 from pydantic import BaseModel, ConfigDict, Field
 
 from peewee_serverless import DatabaseUnavailable, database_lifecycle
+from peewee_serverless.config import int_setting
 from peewee_serverless.http import DEFAULT_MAX_BODY_BYTES, ApiGatewayResolver, HTTPError
 from peewee_serverless.idempotency import PeeweePersistenceLayer
 
 from .models import User, db
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "users"))
-
-
-def _int_setting(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {raw!r}")
-    return value
 
 
 def _cors_from_env() -> CORSConfig | None:
@@ -72,7 +60,7 @@ def _cors_from_env() -> CORSConfig | None:
 app = ApiGatewayResolver(
     enable_validation=True,
     cors=_cors_from_env(),
-    max_body_bytes=_int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+    max_body_bytes=int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
 )
 
 OPENAPI = {"title": "Users service", "version": "1.0.0"}
@@ -82,7 +70,7 @@ idempotency_config = IdempotencyConfig(
     # whitespace do not make a retry look new.
     event_key_jmespath="key || body",
     payload_validation_jmespath="body",
-    expires_after_seconds=_int_setting("IDEMPOTENCY_EXPIRES_SECONDS", 3600),
+    expires_after_seconds=int_setting("IDEMPOTENCY_EXPIRES_SECONDS", 3600),
 )
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 

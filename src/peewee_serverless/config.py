@@ -33,6 +33,7 @@ __all__ = [
     "DatabaseSettings",
     "ServerlessOptions",
     "database_from_env",
+    "int_setting",
     "settings_from_env",
 ]
 
@@ -62,6 +63,14 @@ def _number(kind: Callable[[str], T], name: str, raw: str, minimum: float | None
     if minimum is not None and value < minimum:  # type: ignore[operator]
         raise ConfigurationError(name, f"must be >= {minimum}, got {raw!r}")
     return value
+
+
+def int_setting(
+    name: str, default: int, *, minimum: int = 1, environ: Mapping[str, str] | None = None
+) -> int:
+    """An integer environment variable of an application; :class:`ConfigurationError` if bad."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    return _number(int, name, raw, minimum) if raw else default
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
