@@ -110,7 +110,8 @@ def test_import_and_handler_construction_open_no_connection(backend: Backend) ->
             child.wait()
 
 
-def test_warm_invocations_reuse_one_server_connection(backend: Backend, db: Any) -> None:
+def test_warm_invocations_reuse_one_server_connection(backend: Backend) -> None:
+    db = backend.make_db({"DB_LOG_INVOCATIONS": "all"})
     log = RecordingLogger()
 
     @database_lifecycle(db, logger=log)
@@ -124,6 +125,7 @@ def test_warm_invocations_reuse_one_server_connection(backend: Backend, db: Any)
     assert sum(r["connects"] for r in log.records) == 1
     if backend.engine != "sqlite":
         assert backend.connection_ids() - before == sessions
+    db.close()
 
 
 @pytest.mark.parametrize("idle_check", ["0", "3600"], ids=["checked-after-idle", "no-check"])
@@ -135,7 +137,7 @@ def test_connection_killed_between_invocations_is_replaced(
     With a check due (idle gap over the threshold) the ping finds it dead; without one, the
     first statement (a ``BEGIN``) fails and is safely retried on a new connection.
     """
-    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": idle_check})
+    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": idle_check, "DB_LOG_INVOCATIONS": "all"})
     _bind(db)
     log = RecordingLogger()
 

@@ -100,7 +100,7 @@ def test_composes_with_powertools_logger_and_logs_no_credentials(backend: Backen
     from aws_lambda_powertools import Logger
 
     secret_env = dict(backend.env)
-    db = backend.make_db()
+    db = backend.make_db({"DB_LOG_INVOCATIONS": "all"})
     stream = io.StringIO()
     # A service name of its own: Powertools shares handlers between Loggers of one service.
     logger = Logger(service=f"test-users-{uuid.uuid4().hex}", stream=stream)
@@ -163,3 +163,51 @@ def test_sqlite_wrapped_model_errors_still_propagate(db: Any) -> None:
     with pytest.raises(peewee.DatabaseError):
         handler({}, LambdaContext())
     assert not db.in_transaction()
+
+
+@pytest.mark.parametrize(
+    ("mode", "levels"),
+    [
+        ("notable", ["INFO", "DEBUG", "INFO"]),
+        ("all", ["INFO", "INFO", "INFO"]),
+        ("off", []),
+    ],
+)
+def test_log_invocations_modes(backend: Backend, mode: str, levels: list[str]) -> None:
+    """Routine warm reuse is a DEBUG line under "notable"; connects and failures stay INFO."""
+    from aws_lambda_powertools import Logger
+
+    db = backend.make_db({"DB_LOG_INVOCATIONS": mode})
+    stream = io.StringIO()
+    logger = Logger(service=f"test-modes-{uuid.uuid4().hex}", stream=stream, level="DEBUG")
+
+    @database_lifecycle(db, logger=logger)
+    def handler(event: Any, context: Any) -> Any:
+        db.execute_sql("SELECT 1")
+        if event.get("fail"):
+            raise ValueError("failed invocation")
+
+    handler({}, LambdaContext())  # connects: notable
+    handler({}, LambdaContext())  # routine reuse
+    with pytest.raises(ValueError):
+        handler({"fail": True}, LambdaContext())  # an error: notable
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["level"] for line in lines if line["message"] == "database lifecycle"] == levels
+    if levels:
+        assert lines[-1]["db"]["outcome"] == "error"
+    db.close()
+
+
+def test_notable_mode_skips_routine_lines_when_debug_is_off(backend: Backend) -> None:
+    db = backend.make_db()
+    assert db.options.log_invocations == "notable"
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        return db.execute_sql("SELECT 1").fetchone()[0]
+
+    for _ in range(3):
+        handler({}, LambdaContext())
+    assert [r["connection"] for r in log.records] == ["lazy"]
+    db.close()

@@ -50,6 +50,7 @@ DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
 CLOSE_POLICIES = ("keep", "close")
 MODES = ("direct", "proxy")
+LOG_INVOCATIONS = ("notable", "all", "off")
 JITTERS = ("full", "decorrelated")
 
 T = TypeVar("T")
@@ -105,6 +106,9 @@ class ServerlessOptions:
         marks our connections on the server (defaults to the Lambda function name).
     ``DB_MODE``
         ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``).
+    ``DB_LOG_INVOCATIONS``
+        ``notable`` (default: the lifecycle's log line at INFO unless the invocation merely
+        reused a warm connection), ``all`` or ``off``.
     ``DB_CONNECT_RETRIES``, ``DB_BACKOFF_BASE_MS``, ``DB_BACKOFF_CAP_MS``, ``DB_BACKOFF_JITTER``
         connect retry on connection limits / a restarting server (see :mod:`.backoff`).
     ``DB_USAGE_THRESHOLD``, ``DB_USAGE_CHECK_SECONDS``, ``DB_ZOMBIE_MIN_SECONDS``,
@@ -117,6 +121,7 @@ class ServerlessOptions:
     connect_timeout: float = 5.0
     application_name: str = "peewee-serverless"
     mode: str = "direct"
+    log_invocations: str = "notable"
     connect_retries: int = 10
     backoff_base_ms: float = 50.0
     backoff_cap_ms: float = 2000.0
@@ -141,6 +146,8 @@ class ServerlessOptions:
             kwargs["application_name"] = name.strip()[:63]
         if raw := environ.get("DB_MODE"):
             kwargs["mode"] = _choice("DB_MODE", raw, MODES)
+        if raw := environ.get("DB_LOG_INVOCATIONS"):
+            kwargs["log_invocations"] = _choice("DB_LOG_INVOCATIONS", raw, LOG_INVOCATIONS)
         if raw := environ.get("DB_CONNECT_RETRIES"):
             kwargs["connect_retries"] = _number(int, "DB_CONNECT_RETRIES", raw, 0)
         for name, key in (

@@ -11,12 +11,16 @@ Each invocation: the connection is made fit (lazy / reused / checked after an id
 replaced when dead), the handler runs, whatever transaction it left open is rolled back (always
 on an exception), and the connection is kept for the next warm invocation or closed
 (``close_policy``). One structured log line says what the connection did and how long the
-database work took. Settings and credentials are never logged.
+database work took (``DB_LOG_INVOCATIONS``: ``notable``, the default, logs at INFO every
+invocation that connected, checked, reconnected, retried, rolled back, reaped, yielded or failed,
+and routine warm reuse at DEBUG; ``all`` logs every invocation at INFO; ``off`` logs nothing).
+Settings and credentials are never logged.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,6 +54,47 @@ def _default_logger() -> Any:
     return Logger(service="peewee-serverless", child=False)
 
 
+def _log_invocation(
+    log: Any,
+    mode: str,
+    db: ServerlessDatabaseMixin,
+    connection: str,
+    outcome: str,
+    rolled_back: bool,
+    closed: bool,
+    started: float,
+) -> None:
+    events = db.events
+    routine = (
+        connection == "reused"
+        and outcome == "ok"
+        and not (rolled_back or closed or events.connects or events.reconnects or events.retries)
+        and not (events.reaped or events.yielded or events.gave_up)
+    )
+    # A warm invocation that merely reused the connection has nothing to report; formatting a
+    # JSON log line costs more than the lifecycle itself, so it is logged at DEBUG only.
+    emit = log.info
+    if routine and mode == "notable":
+        enabled = getattr(log, "isEnabledFor", None)
+        if enabled is None or not enabled(logging.DEBUG):
+            return
+        emit = log.debug
+    emit(
+        "database lifecycle",
+        extra={
+            "db": {
+                "connection": connection,
+                "outcome": outcome,
+                "rolled_back": rolled_back,
+                "closed": closed,
+                "db_ms": round(events.db_seconds * 1000, 3),
+                "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                **{k: v for k, v in events.as_dict().items() if k != "db_seconds"},
+            }
+        },
+    )
+
+
 def database_lifecycle(
     db: ServerlessDatabaseMixin,
     *,
@@ -66,6 +111,7 @@ def database_lifecycle(
         from .errors import ConfigurationError
 
         raise ConfigurationError("close_policy", f"must be 'keep' or 'close', got {policy!r}")
+    log_mode = db.options.log_invocations
     state: dict[str, Any] = {"logger": logger}
 
     def decorate(handler: F) -> F:
@@ -95,20 +141,10 @@ def database_lifecycle(
                         db.close()
                         closed = True
                     db.set_deadline(None)
-                    log.info(
-                        "database lifecycle",
-                        extra={
-                            "db": {
-                                "connection": connection,
-                                "outcome": outcome,
-                                "rolled_back": rolled_back,
-                                "closed": closed,
-                                "db_ms": round(events.db_seconds * 1000, 3),
-                                "total_ms": round((time.perf_counter() - started) * 1000, 3),
-                                **{k: v for k, v in events.as_dict().items() if k != "db_seconds"},
-                            }
-                        },
-                    )
+                    if log_mode != "off":
+                        _log_invocation(
+                            log, log_mode, db, connection, outcome, rolled_back, closed, started
+                        )
 
         return wrapper  # type: ignore[return-value]
 
