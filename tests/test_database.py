@@ -206,3 +206,23 @@ def test_connection_lost_inside_a_transaction_fails_cleanly(server_backend: Back
     assert not db.in_transaction()
     assert handler({}, LambdaContext()) == 2
     db.close()
+
+
+def test_connection_lost_at_commit_is_a_typed_error(server_backend: Backend) -> None:
+    """The server dies between the last statement and COMMIT: ConnectionLost, never a 500."""
+    db = server_backend.make_db()
+    _bind(db)
+
+    @database_lifecycle(db, logger=RecordingLogger())
+    def handler(event: Any, context: Any) -> Any:
+        with db.atomic():
+            Note.create(body="unknown fate")
+            if event.get("kill"):
+                server_backend.kill(db.server_connection_id())
+        return Note.select().count()
+
+    with pytest.raises(ConnectionLost):
+        handler({"kill": True}, LambdaContext())
+    assert server_backend.query("SELECT COUNT(*) FROM note")[0][0] == 0
+    assert handler({}, LambdaContext()) == 1
+    db.close()

@@ -276,12 +276,27 @@ class ServerlessDatabaseMixin:
         if getattr(self._state, "broken", False):
             # The server rolled back when the connection died; nothing to send.
             return
-        super().rollback(*args, **kwargs)  # type: ignore[misc]
+        try:
+            super().rollback(*args, **kwargs)  # type: ignore[misc]
+        except (OperationalError, InterfaceError) as exc:
+            if classify(exc) not in _DEAD:
+                raise
+            # Dying rolled the transaction back on the server: the rollback is done.
+            self._state.broken = True
 
     def commit(self, *args: Any, **kwargs: Any) -> None:
         if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
-        super().commit(*args, **kwargs)  # type: ignore[misc]
+        try:
+            super().commit(*args, **kwargs)  # type: ignore[misc]
+        except (OperationalError, InterfaceError) as exc:
+            kind = classify(exc)
+            if kind not in _DEAD:
+                raise
+            self._state.broken = True
+            raise ConnectionLost(
+                "database connection lost during COMMIT; the outcome is unknown", kind=kind
+            ) from exc
 
     def _run_reconnecting(
         self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any
