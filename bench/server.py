@@ -97,7 +97,10 @@ end
 
 
 def _wrk_ms(text: str) -> float:
-    value = float(re.match(r"[\d.]+", text).group(0))  # type: ignore[union-attr]
+    number = re.match(r"[\d.]+", text)
+    if number is None:  # wrk prints "-nan" when a (very short) run recorded no latency
+        return float("nan")
+    value = float(number.group(0))
     if text.endswith("us"):
         return value / 1000.0
     if text.endswith("ms"):
