@@ -402,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 outcomes.append(outcome)
-    command = "python bench/burst.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # The command as a reader would type it: the default output path is left out.
+    shown = [a for a in (argv if argv is not None else sys.argv[1:])]
+    if "--output" in shown and Path(args.output) == ROOT / "docs" / "benchmarks.md":
+        i = shown.index("--output")
+        del shown[i : i + 2]
+    command = "python bench/burst.py " + " ".join(shown)
     section = markdown(results, command.strip())
     if not args.no_write:
         write_section(Path(args.output), section)
