@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 outcomes.append(outcome)
     # The command as a reader would type it: the default output path is left out.
-    shown = [a for a in (argv if argv is not None else sys.argv[1:])]
+    shown = list(argv if argv is not None else sys.argv[1:])
     if "--output" in shown and Path(args.output) == ROOT / "docs" / "benchmarks.md":
         i = shown.index("--output")
         del shown[i : i + 2]
