@@ -37,7 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from peewee_serverless import DatabaseUnavailable, database_lifecycle
 from peewee_serverless.config import int_setting
-from peewee_serverless.http import DEFAULT_MAX_BODY_BYTES, ApiGatewayResolver, HTTPError
+from peewee_serverless.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    ApiGatewayResolver,
+    HTTPError,
+    error_responses,
+)
 from peewee_serverless.idempotency import PeeweePersistenceLayer
 
 from .models import User, db
@@ -89,6 +94,26 @@ class NewUser(BaseModel):
     email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
 
 
+class UserOut(BaseModel):
+    """A user as the API returns it (documentation of the responses)."""
+
+    id: int
+    name: str
+    email: str
+    created_at: str = Field(description="UTC, ISO 8601 with Z")
+
+
+class UserPage(BaseModel):
+    """One page of users; ``next_cursor`` is null on the last page."""
+
+    users: list[UserOut]
+    next_cursor: str | None
+
+
+def _ok(status: int, description: str, model: type[BaseModel]) -> dict[int, Any]:
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
+
+
 def _encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
 
@@ -125,7 +150,12 @@ def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
     return created.to_dict()
 
 
-@app.post("/users", status_code=201)
+@app.post(
+    "/users",
+    status_code=201,
+    responses=_ok(201, "The created user (or, for a retry, the first answer)", UserOut)
+    | error_responses(400, 409, 413, 422, 503),
+)
 def create_user(
     user: NewUser,
     idempotency_key: Annotated[
@@ -162,7 +192,10 @@ def create_user(
         raise
 
 
-@app.get("/users")
+@app.get(
+    "/users",
+    responses=_ok(200, "A page of users in id order", UserPage) | error_responses(400, 422, 503),
+)
 def list_users(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
@@ -177,7 +210,10 @@ def list_users(
     return {"users": [u.to_dict() for u in page], "next_cursor": next_cursor}
 
 
-@app.get("/users/<user_id>")
+@app.get(
+    "/users/<user_id>",
+    responses=_ok(200, "The user", UserOut) | error_responses(404, 422, 503),
+)
 def get_user(user_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[str, Any]:
     """One user; 404 when there is none with this id."""
     return User.get_by_id(user_id).to_dict()

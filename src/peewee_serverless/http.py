@@ -39,14 +39,17 @@ from aws_lambda_powertools.utilities.data_classes import (
     APIGatewayProxyEventV2,
 )
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from pydantic import BaseModel
 
 from .errors import DatabaseUnavailable, ErrorKind, classify
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "ApiGatewayResolver",
+    "ErrorBody",
     "HTTPError",
     "error_response",
+    "error_responses",
     "install_error_handlers",
 ]
 
@@ -54,6 +57,49 @@ logger = logging.getLogger("peewee_serverless.http")
 
 #: Default request body limit: far below Lambda's 6 MB, far above any sane JSON for a CRUD API.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class ErrorDetail(BaseModel):
+    """One problem with a request: which field, what is wrong."""
+
+    field: str
+    message: str | None = None
+    type: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The JSON body of every error answer (documented in OpenAPI by :func:`error_responses`)."""
+
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed request (invalid JSON, base64 or parameter)",
+    404: "Not found",
+    409: "Conflict with existing data, or an identical request still in progress",
+    413: "Request body too large",
+    422: "Validation failed; `details` name the fields",
+    500: "Internal error",
+    503: "Database busy or unreachable; retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, Any]:
+    """OpenAPI ``responses=`` for a route: each status with the :class:`ErrorBody` schema."""
+    responses: dict[int, Any] = {}
+    for status in statuses:
+        doc: dict[str, Any] = {
+            "description": _ERROR_DESCRIPTIONS.get(status, "Error"),
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+        if status == 503:
+            doc["headers"] = {
+                "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
+            }
+        responses[status] = doc
+    return responses
 
 
 class HTTPError(Exception):
