@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playhouse.migrations import Runner
 
-from peewee_serverless import ConfigurationError, MigrationLockTimeout
+from peewee_serverless import ConfigurationError, ConnectionLost, MigrationLockTimeout
 from peewee_serverless.migrate import (
     advisory_key,
     default_lock_name,
@@ -322,3 +323,30 @@ def test_example_migrations_up_and_down(backend: Backend, monkeypatch: pytest.Mo
     assert reverted == names[::-1]
     assert "users" not in tables(db)
     assert history(backend) == []
+
+
+def test_losing_the_lock_session_between_migrations_stops_the_run(
+    server_backend: Backend, migrations: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock dies with its session: a silently reconnected runner must not go on."""
+    db = server_backend.make_db()
+    applied: list[str] = []
+    original = Runner._run
+
+    def run_then_lose_session(self: Any, name: str, module: Any, direction: str, **kw: Any) -> Any:
+        result = original(self, name, module, direction, **kw)
+        applied.append(name)
+        if len(applied) == 1:
+            server_backend.kill(self._session)  # as a failover or a reaper would
+        return result
+
+    monkeypatch.setattr(Runner, "_run", run_then_lose_session)
+    with pytest.raises(ConnectionLost, match="migration lock"):
+        run_migrations(db, migrations)
+    assert applied == NAMES[:1]
+    assert history(server_backend) == NAMES[:1]
+    assert "karma" not in columns(db, "note")
+
+    monkeypatch.undo()
+    assert run_migrations(db, migrations) == NAMES[1:]
+    assert history(server_backend) == NAMES

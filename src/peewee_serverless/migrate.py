@@ -33,6 +33,7 @@ from playhouse.migrations import Migration, MigrationError, Runner
 from .config import database_from_env
 from .errors import (
     ConfigurationError,
+    ConnectionLost,
     MigrationLockTimeout,
     PeeweeServerlessError,
     driver_error,
@@ -230,6 +231,39 @@ def _connected(db: Any) -> Iterator[None]:
             db.close()
 
 
+def _session_id(db: Any) -> int | None:
+    """The server session holding the lock (None for SQLite, whose lock is a file)."""
+    if isinstance(db, MySQLDatabase):
+        sql = "SELECT CONNECTION_ID()"
+    elif isinstance(db, PostgresqlDatabase):
+        sql = "SELECT pg_backend_pid()"
+    else:
+        return None
+    return int(db.execute_sql(sql).fetchone()[0])
+
+
+class _SessionGuardedRunner(Runner):
+    """Peewee's runner, refusing to apply a migration once the lock's session is gone.
+
+    The advisory lock belongs to the server session. Should the connection die between two
+    migrations, a serverless database reconnects transparently, but the lock died with the old
+    session and another migrator may be running: so before each migration the session is checked
+    and :class:`ConnectionLost` is raised if it changed (what ran so far is committed and recorded).
+    """
+
+    def __init__(self, db: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(db, *args, **kwargs)
+        self._session = _session_id(db)
+
+    def _run(self, name: str, module: Any, direction: str, fake: bool = False) -> Any:
+        if self._session is not None and _session_id(self.database) != self._session:
+            raise ConnectionLost(
+                f"the database session holding the migration lock was lost before {name}; "
+                "nothing more was applied: run the migrations again"
+            )
+        return super()._run(name, module, direction, fake=fake)
+
+
 def run_migrations(
     db: Any,
     directory: str | os.PathLike[str],
@@ -249,7 +283,7 @@ def run_migrations(
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
     path = _check_directory(directory)
     with _connected(db), migration_lock(db, timeout=lock_timeout):
-        runner = Runner(db, path, table_name=table_name)
+        runner = _SessionGuardedRunner(db, path, table_name=table_name)
         # The runner reads the history now, after the lock: a waiter sees the holder's work.
         names: list[str] = runner.up(target) if direction == "up" else runner.down(target)
         return names
