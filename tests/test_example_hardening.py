@@ -74,6 +74,7 @@ def test_retry_with_same_key_returns_first_response(
     again = call(users_service, "POST", "/users", payload, headers=key, version=version)
     assert first[0] == again[0] == 201
     assert first[1] == again[1]
+    assert first[2]["body"] == again[2]["body"]  # byte for byte, not only the same JSON
     assert users_service.user_rows() == [(1, "Ada", "ada@example.com")]
     assert [r[1] for r in idempotency_rows(users_service)] == ["COMPLETED"]
 

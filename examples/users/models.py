@@ -36,10 +36,14 @@ class User(BaseModel):
         table_name = "users"
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON representation served by the API."""
+        """The JSON representation served by the API.
+
+        Keys in sorted order: an idempotent replay is served from JSON stored with sorted keys,
+        so the first answer and every replay are byte-for-byte the same.
+        """
         return {
+            "created_at": self.created_at.isoformat() + "Z",
+            "email": self.email,
             "id": self.id,
             "name": self.name,
-            "email": self.email,
-            "created_at": self.created_at.isoformat() + "Z",
         }
