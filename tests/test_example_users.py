@@ -124,6 +124,7 @@ def test_invalid_bodies_are_422_naming_the_field(
 def test_malformed_bodies(users_service: UsersService, raw: bytes, status: int, error: str) -> None:
     got, answer, _ = call(users_service, "POST", "/users", raw=raw)
     assert (got, answer["error"]) == (status, error)
+    assert [d["field"] for d in answer["details"]] == ["body"]
     assert users_service.user_rows() == []
 
 

@@ -176,7 +176,14 @@ def install_error_handlers(app: Any) -> None:
     def _validation(exc: RequestValidationError) -> Response:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "Request body is not valid JSON")
+            detail = next(e for e in errors if e.get("type") == "json_invalid")
+            reason = str((detail.get("ctx") or {}).get("error") or "malformed JSON")
+            return error_response(
+                400,
+                "invalid_json",
+                "Request body is not valid JSON",
+                details=[{"field": "body", "message": reason, "type": "json_invalid"}],
+            )
         return error_response(
             422, "validation_error", "Request is invalid", details=_validation_details(errors)
         )
@@ -261,7 +268,12 @@ class ApiGatewayResolver(APIGatewayRestResolver):
             try:
                 raw = base64.b64decode(body, validate=True)
             except (binascii.Error, ValueError):
-                return error_response(400, "invalid_body", "Body is not valid base64")
+                return error_response(
+                    400,
+                    "invalid_body",
+                    "Body is not valid base64",
+                    details=[{"field": "body", "message": "invalid base64", "type": "base64"}],
+                )
             size = len(raw)
             # Powertools decodes a JSON body as UTF-8 and would fail with a 500 otherwise.
             content_type = (event.headers.get("content-type") or "").lower()
@@ -269,9 +281,17 @@ class ApiGatewayResolver(APIGatewayRestResolver):
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    return error_response(400, "invalid_body", "Body is not valid UTF-8")
+                    return error_response(
+                        400,
+                        "invalid_body",
+                        "Body is not valid UTF-8",
+                        details=[{"field": "body", "message": "invalid UTF-8", "type": "utf8"}],
+                    )
         if size > self.max_body_bytes:
             return error_response(
-                413, "payload_too_large", f"Request body exceeds {self.max_body_bytes} bytes"
+                413,
+                "payload_too_large",
+                f"Request body exceeds {self.max_body_bytes} bytes",
+                details=[{"field": "body", "message": f"{size} bytes", "type": "too_large"}],
             )
         return None
