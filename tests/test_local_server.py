@@ -125,6 +125,32 @@ def test_handler_exception_is_502_with_traceback_on_stderr(
     assert "Traceback" in err and "boom from handler" in err
 
 
+def test_invocation_past_the_timeout_is_504_and_the_next_one_waits_its_turn(
+    start_server: StartServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(event["path"])
+        if event["path"] == "/slow":
+            release.wait(timeout=30)  # blocked until the test has seen the 504
+        return {"statusCode": 200, "body": event["path"]}
+
+    server = start_server(slow, timeout=1.0)
+    response, body = _request(server, "GET", "/slow")
+    assert response.status == 504
+    assert json.loads(body) == {
+        "error": "timeout",
+        "message": "Task timed out after 1.00 seconds",
+    }
+    assert "Task timed out" in capsys.readouterr().err
+    release.set()
+    response, body = _request(server, "GET", "/fast")
+    assert (response.status, body) == (200, b"/fast")
+    assert calls == ["/slow", "/fast"]
+
+
 def test_v1_response_without_status_code_is_502(start_server: StartServer) -> None:
     server = start_server("tests.apps.echo:plain", event_version="v1")
     response, body = _request(server, "GET", "/")

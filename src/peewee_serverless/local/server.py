@@ -5,7 +5,8 @@ Lambda cold start), then for every HTTP request builds an API Gateway proxy even
 HTTP API v2), calls the handler with a fresh :class:`~.context.LambdaContext` and writes back the
 response the way API Gateway would. Handler exceptions become ``502`` (API Gateway's answer for a
 crashed function) with the traceback on stderr; bodies over ``max_body_bytes`` (6 MB, Lambda's
-payload limit) are refused with ``413`` before the handler runs.
+payload limit) are refused with ``413`` before the handler runs; an invocation running past
+``timeout`` answers ``504`` (what API Gateway answers when the integration times out).
 
 Concurrency model: HTTP connections are served by one thread each (HTTP/1.1 keep-alive), but
 every handler invocation runs on ONE dedicated invocation thread, one at a time. That is what a
@@ -22,6 +23,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -211,8 +213,15 @@ class LocalServer(ThreadingHTTPServer):
     def handle_request_event(self, request: HttpRequest) -> HttpResponse:
         """Invoke the handler for one HTTP request and return the HTTP response to send."""
         event = self.build_event(request)
+        future = self._invoker.submit(self._invoke, event)
         try:
-            result = self._invoker.submit(self._invoke, event).result()
+            result = future.result(timeout=self.timeout_seconds)
+        except FutureTimeout:
+            # Lambda would kill the environment; a local thread cannot be killed, so the late
+            # invocation finishes in the background and the next request waits for it.
+            message = f"Task timed out after {self.timeout_seconds:.2f} seconds"
+            print(f"{request.method} {request.path}: {message}", file=sys.stderr, flush=True)
+            return HttpResponse(504, list(_JSON), _error_body("timeout", message))
         except Exception as exc:  # noqa: BLE001 - a crashed function is API Gateway's 502
             print(
                 f"handler error on {request.method} {request.path}:\n"
