@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from peewee_serverless.backoff import Backoff, retry_call
 from peewee_serverless.config import ServerlessOptions
-from peewee_serverless.errors import ConfigurationError, ConnectionLimitReached
+from peewee_serverless.errors import ConfigurationError, ConnectionLimitReached, DatabaseUnavailable
 from peewee_serverless.lifecycle import deadline_from_context
 
 policies = st.builds(
@@ -216,3 +216,27 @@ def test_retry_waits_for_a_slot_to_free(server_backend: Any) -> None:
         holder.close()
         waiter.close()
         _drop_account(server_backend, account["DB_USER"])
+
+
+def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backend: Any) -> None:
+    """A server that accepts TCP but never answers: the attempt ends by the invocation's deadline
+    (a typed 503 error), not after DB_CONNECT_TIMEOUT."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+    try:
+        db = server_backend.make_db(
+            {"DB_PORT": str(silent.getsockname()[1]), "DB_CONNECT_TIMEOUT": "60"}
+        )
+        db.set_deadline(time.monotonic() + 1.0)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            db.connect()
+        # 60 s configured; the deadline (plus libpq's whole-second rounding) ends it far sooner.
+        assert time.monotonic() - started < 30
+        assert db.connect_params["connect_timeout"] in (60, 60.0)  # restored for the next one
+    finally:
+        silent.close()

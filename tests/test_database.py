@@ -226,3 +226,31 @@ def test_connection_lost_at_commit_is_a_typed_error(server_backend: Backend) -> 
     assert server_backend.query("SELECT COUNT(*) FROM note")[0][0] == 0
     assert handler({}, LambdaContext()) == 1
     db.close()
+
+
+@pytest.mark.parametrize("engine", ["mariadb"])
+def test_check_after_a_freeze_does_not_hang_on_a_stopped_server(engine: str) -> None:
+    """The server stops answering (SIGSTOP) while the container is frozen: the check gives up
+    after DB_CONNECT_TIMEOUT and drops the connection instead of hanging the invocation."""
+    import signal
+
+    from peewee_serverless import database_from_env
+
+    from .servers import private_server
+
+    with private_server(engine) as server:
+        env = {**server.env(), "DB_IDLE_CHECK_SECONDS": "0", "DB_CONNECT_TIMEOUT": "1"}
+        db = database_from_env(env)
+        assert db.execute_sql("SELECT 1").fetchone()[0] == 1
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        # Stopping is asynchronous: wait until the kernel reports the child stopped.
+        _, status = os.waitpid(server.process.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        try:
+            assert db.prepare() == "replaced"
+            assert db.is_closed()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert db.execute_sql("SELECT 2").fetchone()[0] == 2  # a fresh connection
+        db.close()

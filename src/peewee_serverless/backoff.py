@@ -161,6 +161,30 @@ class ConnectRetryMixin:
             jitter=opts.backoff_jitter,
         )
 
+    def _attempt_within_deadline(self) -> Any:
+        """One connect attempt whose driver timeout ends by the deadline, not after it.
+
+        ``DB_CONNECT_TIMEOUT`` bounds an attempt against a server that accepts the TCP connection
+        but never answers; with little time left in the invocation the attempt gets only that
+        little, so giving up (a 503) still happens before Lambda kills the invocation.
+        """
+        params: dict[str, Any] = self.connect_params  # type: ignore[attr-defined]
+        configured = params.get("connect_timeout")
+        if self._deadline is None or configured is None:
+            return self._driver_connect()  # type: ignore[attr-defined]
+        remaining = self._deadline - time.monotonic()
+        if remaining >= float(configured):
+            return self._driver_connect()  # type: ignore[attr-defined]
+        # libpq takes whole seconds (and treats 1 as 2); PyMySQL takes a float.
+        bounded: float = max(0.05, remaining)
+        if isinstance(configured, int):
+            bounded = max(1, int(remaining))
+        params["connect_timeout"] = bounded
+        try:
+            return self._driver_connect()  # type: ignore[attr-defined]
+        finally:
+            params["connect_timeout"] = configured
+
     def _open_connection(self) -> Any:
         policy = self.backoff_policy()
         retried = 0
@@ -180,7 +204,7 @@ class ConnectRetryMixin:
         started = time.perf_counter()
         try:
             conn = retry_call(
-                self._driver_connect,  # type: ignore[attr-defined]
+                self._attempt_within_deadline,
                 policy=policy,
                 retryable=lambda exc: classify(exc) in RETRYABLE_CONNECT_ERRORS,
                 deadline=self._deadline,

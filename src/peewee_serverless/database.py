@@ -336,11 +336,32 @@ class ServerlessMySQLDatabase(
 
     connection_id_sql = "SELECT CONNECTION_ID()"
 
+    def _driver_connect(self) -> Any:
+        # PyMySQL bounds only the TCP connect by connect_timeout; it waits for the server's
+        # greeting with read_timeout, which is "forever" by default. A server that accepts and
+        # never answers would hold the invocation until Lambda kills it, so the handshake gets
+        # connect_timeout too, and queries get their own read_timeout back afterwards.
+        params = self.connect_params
+        if params.get("read_timeout") is not None or params.get("connect_timeout") is None:
+            return super()._driver_connect()
+        params["read_timeout"] = params["connect_timeout"]
+        try:
+            conn = super()._driver_connect()
+        finally:
+            del params["read_timeout"]
+        conn._read_timeout = None  # PyMySQL re-applies it before the next read
+        return conn
+
     def _ping(self, conn: Any) -> bool:
+        # The check after a freeze must not hang on a server that stopped answering.
+        saved = conn._read_timeout
+        conn._read_timeout = self.connect_params.get("connect_timeout", saved)
         try:
             conn.ping(reconnect=False)
         except Exception:  # noqa: BLE001 - any failure means: replace it
             return False
+        finally:
+            conn._read_timeout = saved
         return True
 
     def _server_in_transaction(self, conn: Any) -> bool:

@@ -157,6 +157,7 @@ _PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
     ("the database system is shutting down", ErrorKind.SERVER_UNAVAILABLE),
     ("the database system is in recovery mode", ErrorKind.SERVER_UNAVAILABLE),
     ("could not connect to server", ErrorKind.SERVER_UNAVAILABLE),
+    ("timeout expired", ErrorKind.SERVER_UNAVAILABLE),  # libpq connect_timeout
     ("password authentication failed", ErrorKind.AUTH_FAILED),
     ("no password supplied", ErrorKind.AUTH_FAILED),
 )
