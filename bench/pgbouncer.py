@@ -104,7 +104,6 @@ def run_proxy_burst(
 
     account = create_limited_account(server, limit, prefix=f"pgb_{variant}")
     try:
-        create_users_table(account.env)  # migrations straight to the server
         env = {**account.env, **serverless_env(limit)}
         with contextlib.ExitStack() as stack:
             if variant == "pgbouncer":
@@ -113,6 +112,8 @@ def run_proxy_burst(
                 )
                 env.update(bouncer.env(server.test_db, account.name))
                 env["DB_PASSWORD"] = account.password
+            # The service's migrations go the same way as its traffic (through the proxy too).
+            create_users_table(env)
             sampler = stack.enter_context(ConnectionSampler(server, account.name))
             report = run_containers(
                 "bench.proxy_handler:handler",
