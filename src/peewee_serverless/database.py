@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
     InterfaceError,
@@ -49,6 +49,7 @@ from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
+    "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessPostgresqlDatabase",
@@ -401,13 +402,20 @@ class ServerlessSqliteDatabase(
         return bool(conn.in_transaction)
 
 
-_CLASSES: dict[str, type[ServerlessDatabaseMixin]] = {
+#: What :func:`~peewee_serverless.database_from_env` returns: one of the concrete classes, each
+#: both a ``peewee.Database`` (``atomic()``, ``create_tables()``, ``Meta.database``...) and a
+#: :class:`ServerlessDatabaseMixin`, so a user's ``mypy --strict`` keeps Peewee's whole API.
+ServerlessDatabase: TypeAlias = (
+    ServerlessMySQLDatabase | ServerlessPostgresqlDatabase | ServerlessSqliteDatabase
+)
+
+_CLASSES: dict[str, type[ServerlessDatabase]] = {
     "mysql": ServerlessMySQLDatabase,
     "postgres": ServerlessPostgresqlDatabase,
     "sqlite": ServerlessSqliteDatabase,
 }
 
 
-def database_class_for(engine: str) -> type[ServerlessDatabaseMixin]:
+def database_class_for(engine: str) -> type[ServerlessDatabase]:
     """The serverless database class for a canonical engine name (see ``config.ENGINES``)."""
     return _CLASSES[engine]
