@@ -330,8 +330,21 @@ class ServerlessDatabaseMixin:
             return func(*args, **kwargs)
 
 
+class _TlsReusingMySQLDatabase(MySQLDatabase):
+    """Peewee's ``MySQLDatabase`` connecting through :func:`.tls.pymysql_connect`.
+
+    Same call as Peewee's ``_connect``; the driver's connection class reuses one TLS context per
+    process instead of building one (~20 ms) per connect.
+    """
+
+    def _connect(self) -> Any:
+        from .tls import pymysql_connect
+
+        return pymysql_connect(database=self.database, autocommit=True, **self.connect_params)
+
+
 class ServerlessMySQLDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, MySQLDatabase
+    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
