@@ -25,6 +25,7 @@ from .errors import (
     ErrorKind,
     MigrationLockTimeout,
     PeeweeServerlessError,
+    ServerReadOnly,
     classify,
 )
 from .lifecycle import database_lifecycle
@@ -60,6 +61,7 @@ __all__ = [
     "ServerlessOptions",
     "ServerlessPostgresqlDatabase",
     "ServerlessSqliteDatabase",
+    "ServerReadOnly",
     "classify",
     "database_from_env",
     "database_lifecycle",
