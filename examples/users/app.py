@@ -154,7 +154,7 @@ def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
     "/users",
     status_code=201,
     responses=_ok(201, "The created user (or, for a retry, the first answer)", UserOut)
-    | error_responses(400, 409, 413, 422, 503),
+    | error_responses(400, 409, 413, 415, 422, 503),
 )
 def create_user(
     user: NewUser,
