@@ -68,7 +68,7 @@ app = ApiGatewayResolver(
     max_body_bytes=int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
 )
 
-OPENAPI = {"title": "Users service", "version": "1.0.0"}
+OPENAPI: dict[str, Any] = {"title": "Users service", "version": "1.0.0"}
 idempotency_store = PeeweePersistenceLayer(db)
 idempotency_config = IdempotencyConfig(
     # The client's key when it sent one, else the parsed (not raw) body: key order and
@@ -134,7 +134,7 @@ def _decode_cursor(cursor: str) -> int:
     return value
 
 
-@idempotent_function(
+@idempotent_function(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
     data_keyword_argument="request",
     persistence_store=idempotency_store,
     config=idempotency_config,
