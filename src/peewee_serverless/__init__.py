@@ -26,6 +26,7 @@ from .errors import (
     ErrorKind,
     MigrationLockTimeout,
     PeeweeServerlessError,
+    ServerReadOnly,
     classify,
 )
 from .lifecycle import database_lifecycle
@@ -76,6 +77,7 @@ __all__ = [
     "ServerlessOptions",
     "ServerlessPostgresqlDatabase",
     "ServerlessSqliteDatabase",
+    "ServerReadOnly",
     "classify",
     "database_from_env",
     "database_lifecycle",
