@@ -25,6 +25,7 @@ from .errors import (
     ErrorKind,
     MigrationLockTimeout,
     PeeweeServerlessError,
+    RequestInProgress,
     classify,
 )
 from .lifecycle import database_lifecycle
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
 _LAZY: dict[str, str] = {
     "PeeweePersistenceLayer": ".idempotency",
+    "transactional_idempotent_function": ".idempotency",
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
@@ -55,6 +57,7 @@ __all__ = [
     "ErrorKind",
     "MigrationLockTimeout",
     "PeeweeServerlessError",
+    "RequestInProgress",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessOptions",

@@ -5,9 +5,14 @@
     PeeweeServerlessError
      ├── ConfigurationError        a setting is missing or malformed (names the setting)
      ├── DatabaseUnavailable       no usable connection could be had in time -> HTTP 503
-     │    └── ConnectionLimitReached   the server refused us for lack of connection slots
-     └── ConnectionLost            the server dropped the connection after part of a
-                                   transaction (or an ambiguous write) had run -> HTTP 503
+     │    ├── ConnectionLimitReached   the server refused us for lack of connection slots
+     │    └── ConnectionLost       the server dropped the connection after part of a
+     │                             transaction (or an ambiguous write) had run -> HTTP 503
+     ├── RequestInProgress         an idempotent call with the same key is still running
+     │                             elsewhere -> HTTP 409 + Retry-After (raised as
+     │                             ``idempotency.IdempotencyRequestInProgress``, which is also
+     │                             Powertools' ``IdempotencyAlreadyInProgressError``)
+     └── MigrationLockTimeout      another migration run held the lock for too long
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -28,6 +33,7 @@ __all__ = [
     "ErrorKind",
     "MigrationLockTimeout",
     "PeeweeServerlessError",
+    "RequestInProgress",
     "classify",
     "driver_error",
 ]
@@ -75,6 +81,19 @@ class ConnectionLost(DatabaseUnavailable):
     unknown (MySQL 2013 "lost connection during query"). The invocation fails cleanly; the client
     may retry (safely, with an ``Idempotency-Key``).
     """
+
+
+class RequestInProgress(PeeweeServerlessError):
+    """An idempotent call with the same key is running in another invocation.
+
+    ``retry_after`` is the number of whole seconds (at least 1) until that invocation's claim
+    lapses at the latest (its Lambda timeout): by then it has either completed, and a retry gets
+    its answer, or died, and a retry takes the key over.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
 
 
 class MigrationLockTimeout(PeeweeServerlessError):
