@@ -70,7 +70,7 @@ app = ApiGatewayResolver(
     max_body_bytes=int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
 )
 
-OPENAPI = {"title": "Users service", "version": "1.0.0"}
+OPENAPI: dict[str, Any] = {"title": "Users service", "version": "1.0.0"}
 store = store_from_env()
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 
@@ -157,7 +157,7 @@ def _decode_cursor(cursor: str) -> int:
     "/users",
     status_code=201,
     responses=_ok(201, "The created user (or, for a retry, the first answer)", UserOut)
-    | error_responses(400, 409, 413, 422, 503),
+    | error_responses(400, 409, 413, 415, 422, 503),
 )
 def create_user(
     user: NewUser,

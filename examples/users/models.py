@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import unicodedata
 
-from peewee import CharField, DateTimeField, Model
+from peewee import AutoField, CharField, DateTimeField, Model
 
 from peewee_serverless import database_from_env
 
@@ -48,6 +48,7 @@ class User(BaseModel):
     The schema comes from ``migrations/`` (utf8mb4 with a binary email collation on MySQL).
     """
 
+    id = AutoField()  # Peewee's implicit primary key, declared so that type checkers know it
     name = CharField(max_length=100)
     email = CharField(max_length=EMAIL_MAX_LENGTH, unique=True)
     created_at = DateTimeField(default=utcnow)

@@ -66,7 +66,7 @@ class SqlUsersStore:
 
     def create_user(self, request: dict[str, Any]) -> dict[str, Any]:
         """Create the user exactly once per request (see the module)."""
-        return _create_user_once(request=request)  # type: ignore[no-any-return]
+        return _create_user_once(request=request)
 
     def get_user(self, user_id: int) -> dict[str, Any] | None:
         """The user with ``user_id`` or ``None``."""

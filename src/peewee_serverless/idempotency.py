@@ -64,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable
 from inspect import isclass
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from aws_lambda_powertools.shared import constants
 from aws_lambda_powertools.shared.functions import strtobool
@@ -381,6 +381,34 @@ class TransactionalIdempotencyHandler(IdempotencyHandler):
             ) from None
 
 
+@overload
+def transactional_idempotent_function(
+    function: F,
+    *,
+    data_keyword_argument: str,
+    persistence_store: PeeweePersistenceLayer,
+    config: IdempotencyConfig | None = None,
+    output_serializer: BaseIdempotencySerializer
+    | type[BaseIdempotencyModelSerializer]
+    | None = None,
+    key_prefix: str | None = None,
+) -> F: ...
+
+
+@overload
+def transactional_idempotent_function(
+    function: None = None,
+    *,
+    data_keyword_argument: str,
+    persistence_store: PeeweePersistenceLayer,
+    config: IdempotencyConfig | None = None,
+    output_serializer: BaseIdempotencySerializer
+    | type[BaseIdempotencyModelSerializer]
+    | None = None,
+    key_prefix: str | None = None,
+) -> Callable[[F], F]: ...
+
+
 def transactional_idempotent_function(
     function: F | None = None,
     *,
@@ -440,4 +468,4 @@ def transactional_idempotent_function(
         )
         return handler.handle()
 
-    return decorate
+    return cast(F, decorate)

@@ -11,23 +11,30 @@ it (table lock for its duration) and can only remove duplicates, never create th
 comparison distinguishes more strings than the old one).
 """
 
-from peewee import MySQLDatabase
+from peewee import Database, MySQLDatabase
+from playhouse.migrate import SchemaMigrator
 
 
-def up(migrator, db):
+def _run(db: Database, sql: str) -> None:
+    db.execute_sql(sql)  # type: ignore[no-untyped-call]  # Peewee is untyped
+
+
+def up(migrator: SchemaMigrator, db: Database) -> None:
     if not isinstance(db, MySQLDatabase):
         return  # PostgreSQL (UTF8 database) and SQLite already store and compare this way
-    db.execute_sql("ALTER TABLE users CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    db.execute_sql(
+    _run(db, "ALTER TABLE users CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    _run(
+        db,
         "ALTER TABLE users MODIFY email VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-        " NOT NULL"
+        " NOT NULL",
     )
 
 
-def down(migrator, db):
+def down(migrator: SchemaMigrator, db: Database) -> None:
     # Fails (duplicate key) when emails now differing only by accent or case were stored.
     if isinstance(db, MySQLDatabase):
-        db.execute_sql(
+        _run(
+            db,
             "ALTER TABLE users MODIFY email VARCHAR(254) CHARACTER SET utf8mb4"
-            " COLLATE utf8mb4_unicode_ci NOT NULL"
+            " COLLATE utf8mb4_unicode_ci NOT NULL",
         )
