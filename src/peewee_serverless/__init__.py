@@ -24,6 +24,7 @@ from .errors import (
     DatabaseUnavailable,
     ErrorKind,
     MigrationLockTimeout,
+    PackagingError,
     PeeweeServerlessError,
     classify,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",

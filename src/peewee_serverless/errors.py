@@ -6,8 +6,9 @@
      ├── ConfigurationError        a setting is missing or malformed (names the setting)
      ├── DatabaseUnavailable       no usable connection could be had in time -> HTTP 503
      │    └── ConnectionLimitReached   the server refused us for lack of connection slots
-     └── ConnectionLost            the server dropped the connection after part of a
-                                   transaction (or an ambiguous write) had run -> HTTP 503
+     ├── ConnectionLost            the server dropped the connection after part of a
+     │                             transaction (or an ambiguous write) had run -> HTTP 503
+     └── PackagingError            a deployment zip could not be built (names the cause)
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -27,6 +28,7 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
     "classify",
     "driver_error",
@@ -88,6 +90,11 @@ class MigrationLockTimeout(PeeweeServerlessError):
         self.name = name
         self.timeout = timeout
         super().__init__(message)
+
+
+class PackagingError(PeeweeServerlessError):
+    """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
+    that must not ship, or a handler that does not import. The message names the cause."""
 
 
 class ErrorKind(enum.Enum):
