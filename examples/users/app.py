@@ -68,7 +68,7 @@ app = ApiGatewayResolver(
     max_body_bytes=int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
 )
 
-OPENAPI = {"title": "Users service", "version": "1.0.0"}
+OPENAPI: dict[str, Any] = {"title": "Users service", "version": "1.0.0"}
 idempotency_store = PeeweePersistenceLayer(db)
 idempotency_config = IdempotencyConfig(
     # The client's key when it sent one, else the parsed (not raw) body: key order and
@@ -134,7 +134,7 @@ def _decode_cursor(cursor: str) -> int:
     return value
 
 
-@idempotent_function(
+@idempotent_function(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
     data_keyword_argument="request",
     persistence_store=idempotency_store,
     config=idempotency_config,
@@ -154,7 +154,7 @@ def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
     "/users",
     status_code=201,
     responses=_ok(201, "The created user (or, for a retry, the first answer)", UserOut)
-    | error_responses(400, 409, 413, 422, 503),
+    | error_responses(400, 409, 413, 415, 422, 503),
 )
 def create_user(
     user: NewUser,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from peewee import CharField, DateTimeField, Model
+from peewee import AutoField, CharField, DateTimeField, Model
 
 from peewee_serverless import database_from_env
 
@@ -28,6 +28,7 @@ class BaseModel(Model):
 class User(BaseModel):
     """A user; ``email`` is unique (stored lower-cased so every backend agrees on duplicates)."""
 
+    id = AutoField()  # Peewee's implicit primary key, declared so that type checkers know it
     name = CharField(max_length=100)
     email = CharField(max_length=254, unique=True)
     created_at = DateTimeField(default=utcnow)
