@@ -205,6 +205,22 @@ class Container:
         if self.alive and not self.frozen:
             os.kill(self.pid, signal.SIGSTOP)
             self.frozen = True
+            self._wait_stopped()
+
+    def _wait_stopped(self, bound: float = 2.0) -> None:
+        # SIGSTOP is delivered asynchronously; Lambda's freeze is done when it returns, so wait
+        # (bounded) until the kernel reports the process stopped. Linux: /proc/<pid>/stat.
+        stat = f"/proc/{self.pid}/stat"
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                with open(stat) as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return  # no /proc (not Linux) or the process is gone
+            if state in ("T", "t", "Z", "X"):
+                return
+            time.sleep(0.001)
 
     def thaw(self) -> None:
         """Continue a frozen process (``SIGCONT``)."""
