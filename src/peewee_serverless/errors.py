@@ -9,6 +9,10 @@
      │    ├── ConnectionLost           the connection died where a silent retry could lose or
      │    │                            duplicate work (inside a transaction, a write in flight)
      │    └── ServerReadOnly           the server takes no writes (read-only, disk full)
+     ├── RequestInProgress             an idempotent call with the same key still runs
+     │                                 elsewhere -> HTTP 409 + Retry-After (raised as
+     │                                 ``idempotency.IdempotencyRequestInProgress``, which is
+     │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
      └── MigrationLockTimeout          another migrator held the migration lock too long
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
@@ -31,6 +35,7 @@ __all__ = [
     "ErrorKind",
     "MigrationLockTimeout",
     "PeeweeServerlessError",
+    "RequestInProgress",
     "ServerReadOnly",
     "classify",
     "driver_error",
@@ -79,6 +84,19 @@ class ConnectionLost(DatabaseUnavailable):
     unknown (MySQL 2013 "lost connection during query"). The invocation fails cleanly; the client
     may retry (safely, with an ``Idempotency-Key``).
     """
+
+
+class RequestInProgress(PeeweeServerlessError):
+    """An idempotent call with the same key is running in another invocation.
+
+    ``retry_after`` is the number of whole seconds (at least 1) until that invocation's claim
+    lapses at the latest (its Lambda timeout): by then it has either completed, and a retry gets
+    its answer, or died, and a retry takes the key over.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
 
 
 class ServerReadOnly(DatabaseUnavailable):
