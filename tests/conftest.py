@@ -1,6 +1,10 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
-Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default ``sqlite,mariadb,postgres``).
+Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
+``sqlite,mariadb,postgres,data-api-mysql,data-api-postgres``). The two Data API backends are
+Peewee over Aurora's Data API protocol, served by ``peewee_serverless.data_api.endpoint`` (started
+here, in a thread) on the same MariaDB / PostgreSQL servers; they run the tests marked
+``data_api`` (a test about sockets, sessions or killing connections has no meaning there).
 A listed server that cannot be reached FAILS the run; leave it out of the list to opt out.
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
@@ -26,13 +30,21 @@ from peewee_serverless import database_from_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
 
-ALL_BACKENDS = ("sqlite", "mariadb", "postgres")
+ALL_BACKENDS = ("sqlite", "mariadb", "postgres", "data-api-mysql", "data-api-postgres")
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
     if b.strip()
 )
-SERVER_BACKENDS = tuple(b for b in SELECTED if b != "sqlite")
+SERVER_BACKENDS = tuple(b for b in SELECTED if b in ("mariadb", "postgres"))
+DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
+#: The backends every test runs on; tests marked ``data_api`` also run on the Data API ones.
+SOCKET_SELECTED = tuple(b for b in SELECTED if b not in DATA_API_BACKENDS)
+DATA_API_CLUSTERS = {
+    "mysql": "arn:aws:rds:us-east-1:123456789012:cluster:local-mysql",
+    "postgres": "arn:aws:rds:us-east-1:123456789012:cluster:local-postgres",
+}
+DATA_API_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:local-AbCdEf"
 TEST_DB = os.environ.get("PEEWEE_SERVERLESS_TEST_DB", "peewee_serverless_test")
 
 MYSQL_ADMIN = {
@@ -164,8 +176,16 @@ def _drop_all_tables(backend: Backend) -> None:
 _ready: set[str] = set()
 
 
-def backend_env(name: str, tmp: Path) -> dict[str, str]:
+def backend_env(name: str, tmp: Path, data_api_url: str = "") -> dict[str, str]:
     """The environment a function would have for ``name`` (DB_* variables)."""
+    if name in DATA_API_BACKENDS:
+        engine = "mysql" if name == "data-api-mysql" else "postgres"
+        scheme = "mysql" if engine == "mysql" else "postgresql"
+        return {
+            "DATABASE_URL": f"{scheme}+data-api://{DATA_API_CLUSTERS[engine]}/{TEST_DB}"
+            f"?secret_arn={DATA_API_SECRET}",
+            "AWS_ENDPOINT_URL_RDS_DATA": data_api_url,
+        }
     if name == "sqlite":
         return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
     if name == "mariadb":
@@ -191,22 +211,77 @@ def backend_env(name: str, tmp: Path) -> dict[str, str]:
     return env
 
 
-def make_backend(name: str, tmp: Path) -> Backend:
+ENGINE_OF = {
+    "sqlite": "sqlite",
+    "mariadb": "mysql",
+    "postgres": "postgres",
+    "data-api-mysql": "mysql",
+    "data-api-postgres": "postgres",
+}
+
+
+def make_backend(name: str, tmp: Path, data_api_url: str = "") -> Backend:
     """Prepare ``name`` (create its database once per run, empty its tables) and describe it."""
-    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}[name]
+    engine = ENGINE_OF[name]
     if engine != "sqlite" and engine not in _ready:
         _ensure_server_database(engine)
         _ready.add(engine)
-    backend = Backend(name, engine, backend_env(name, tmp), tmp)
+    backend = Backend(name, engine, backend_env(name, tmp, data_api_url), tmp)
     if engine != "sqlite":
-        _drop_all_tables(backend)
+        # Directly on the server (also for the Data API backends: same server, fewer hops).
+        direct = "mariadb" if engine == "mysql" else "postgres"
+        _drop_all_tables(Backend(direct, engine, backend_env(direct, tmp), tmp))
     return backend
 
 
-@pytest.fixture(params=SELECTED)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``backend``: every selected backend for tests marked ``data_api``, else the socket ones."""
+    if "backend" in metafunc.fixturenames:
+        marked = metafunc.definition.get_closest_marker("data_api") is not None
+        metafunc.parametrize("backend", SELECTED if marked else SOCKET_SELECTED, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def data_api_endpoint() -> Iterator[Any]:
+    """The local Data API endpoint on the shared servers, for the whole run.
+
+    boto3 needs credentials to sign (the endpoint does not check them): fake ones are set for
+    the run when none are configured, never replacing real ones.
+    """
+    from peewee_serverless.data_api.endpoint import ClusterTarget, DataApiEndpoint
+
+    clusters = {
+        DATA_API_CLUSTERS["mysql"]: ClusterTarget(
+            "mysql", MYSQL_ADMIN["host"], MYSQL_ADMIN["port"], MYSQL_ADMIN["user"],
+            MYSQL_ADMIN["password"], TEST_DB,
+        ),
+        DATA_API_CLUSTERS["postgres"]: ClusterTarget(
+            "postgres", PG_ADMIN["host"], PG_ADMIN["port"], PG_ADMIN["user"],
+            PG_ADMIN["password"], TEST_DB,
+        ),
+    }  # fmt: skip
+    endpoint = DataApiEndpoint(clusters, secret_arns=frozenset((DATA_API_SECRET,))).start()
+    added = {}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if not os.environ.get(key):
+            added[key] = os.environ[key] = "testing"
+    try:
+        yield endpoint
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        endpoint.stop()
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Every backend selected for this run, each with an empty test database."""
-    b = make_backend(request.param, tmp_path)
+    url = ""
+    if request.param in DATA_API_BACKENDS:
+        endpoint = request.getfixturevalue("data_api_endpoint")
+        endpoint.service.clear_faults()
+        url = endpoint.url
+    b = make_backend(request.param, tmp_path, url)
     yield b
     b.close()
 

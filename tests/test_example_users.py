@@ -18,6 +18,9 @@ from peewee_serverless.local.events import HttpRequest, build_event
 
 from .conftest import ROOT, Backend, UsersService, load_users_service
 
+#: The whole body also runs on Peewee over the Data API (both engines).
+pytestmark = pytest.mark.data_api
+
 JSON = [("Content-Type", "application/json")]
 
 

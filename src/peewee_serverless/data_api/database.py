@@ -25,7 +25,9 @@ Do not use it for long result sets: the Data API returns at most 1 MiB per call 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import peewee
@@ -131,6 +133,28 @@ class DataApiDatabaseMixin:
     def server_connection_id(self) -> int | None:
         """``None``: statements outside a transaction run on whichever pooled connection."""
         return None
+
+    @contextlib.contextmanager
+    def pinned_session(self) -> Iterator[None]:
+        """Run the block on one server session (migrations: the lock is session-level).
+
+        Without it, statements outside a transaction may each run on another pooled server
+        connection. :func:`~peewee_serverless.migrate.run_migrations` uses it.
+        """
+        if self.is_closed():  # type: ignore[attr-defined]
+            self.connect()  # type: ignore[attr-defined]
+        conn = self._state.conn
+        self._retrying(conn.pin, "BeginTransaction")
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            try:
+                conn.unpin(commit=ok)
+            except driver.Error:
+                if ok:
+                    raise
 
     # -- retry ------------------------------------------------------------------------------------
     def _retryable(self, exc: BaseException) -> bool:

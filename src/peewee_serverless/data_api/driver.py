@@ -378,7 +378,7 @@ def make_client(
             config = Config(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
             )
             client = boto3.session.Session().client(
                 "rds-data", region_name=region, config=config, endpoint_url=endpoint_url
@@ -421,6 +421,8 @@ class Connection:
         self._timeouts = (connect_timeout, read_timeout)
         self._endpoint_url = endpoint_url
         self.transaction_id: str | None = None
+        #: A pinned session (see :meth:`pin`): transaction words go to the server as SQL.
+        self.pinned = False
         self.closed = False
         #: API calls made through this connection (observability, tests).
         self.calls = 0
@@ -502,6 +504,25 @@ class Connection:
             raise
         self.transaction_id = None
 
+    def pin(self) -> None:
+        """Hold one server session until :meth:`unpin` (through a Data API transaction).
+
+        Outside a transaction each statement may run on another pooled server connection, so
+        session state (``GET_LOCK``, ``pg_advisory_lock``, ``CONNECTION_ID()``) means nothing.
+        A Data API transaction pins one connection: while pinned, ``BEGIN`` / ``COMMIT`` /
+        ``ROLLBACK`` are sent as SQL inside it (the server commits there, the session stays).
+        """
+        self.begin()
+        self.pinned = True
+
+    def unpin(self, commit: bool = True) -> None:
+        """Release the pinned session, committing (or rolling back) what is still open."""
+        self.pinned = False
+        if commit:
+            self.commit()
+        else:
+            self.rollback()
+
     def cursor(self) -> Cursor:
         """A new cursor on this connection."""
         return Cursor(self)
@@ -545,6 +566,8 @@ class Cursor:
             raise ProgrammingError(str(exc)) from None
 
     def _transaction_control(self, sql: str) -> bool:
+        if self.connection.pinned:
+            return False
         match = _TXN_WORDS.match(sql)
         if match is None:
             if _PG_BEGIN.match(sql):

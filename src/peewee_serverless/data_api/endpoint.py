@@ -488,7 +488,9 @@ class DataApiService:
             if not isinstance(p, Mapping) or not isinstance(p.get("name"), str):
                 raise ApiError("BadRequestException", "every parameter needs a name")
             values[p["name"]] = _param_value(p)
-        sql = str(body["sql"])
+        sql = body.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ApiError("BadRequestException", "sql is required")
         if not values:
             return sql, None
         return named_to_pyformat(sql, values), values

@@ -36,9 +36,8 @@ DEFAULT_TIMEOUT = 45.0
 def _check_arn(setting: str, arn: str, service: str, what: str) -> str:
     parts = arn.split(":")
     if len(parts) < 6 or parts[0] != "arn" or parts[2] != service or not parts[3]:
-        raise ConfigurationError(
-            setting, f"must be {what} (arn:aws:{service}:<region>:<account>:...), got {arn!r}"
-        )
+        # The value is not echoed: a mistyped setting may hold something secret.
+        raise ConfigurationError(setting, f"must be {what} (arn:aws:{service}:<region>:...)")
     return arn
 
 
