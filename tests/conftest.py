@@ -336,11 +336,11 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
         monkeypatch.delenv(key, raising=False)
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
-    import examples.users.app
-    import examples.users.models
-
-    importlib.reload(examples.users.models)
-    app = importlib.reload(examples.users.app)
+    # A fresh import of every module of the example (models, stores, app), as a new container
+    # would do: reloading only some would leave the others bound to the previous database.
+    for name in [m for m in sys.modules if m.startswith("examples.users.")]:
+        del sys.modules[name]
+    app = importlib.import_module("examples.users.app")
     migrator_db = backend.make_db()
     run_migrations(migrator_db, EXAMPLE_MIGRATIONS)
     migrator_db.close()

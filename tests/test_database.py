@@ -254,3 +254,84 @@ def test_check_after_a_freeze_does_not_hang_on_a_stopped_server(engine: str) -> 
             server.process.send_signal(signal.SIGCONT)
         assert db.execute_sql("SELECT 2").fetchone()[0] == 2  # a fresh connection
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "read_only"),
+    [
+        ('SELECT "t1"."id" FROM "note" AS "t1" WHERE ("t1"."id" = %s) LIMIT %s', True),
+        ("SELECT COUNT(1) FROM (SELECT 1 FROM note) AS t", True),
+        ("SHOW TABLES", True),
+        ("EXPLAIN SELECT 1", True),
+        ("SELECT 'add_audit()' AS text", True),
+        ("SELECT add_audit()", False),  # a function may write
+        ("SELECT public.add_audit()", False),
+        ('SELECT "add_audit"()', False),
+        ("SELECT nextval('s')", False),
+        ("EXPLAIN ANALYZE INSERT INTO note (body) VALUES ('x')", False),
+        ("SELECT * INTO copy FROM note", False),
+        ("SELECT 1; DELETE FROM note", False),
+        ("INSERT INTO note (body) VALUES (%s)", False),
+        ("WITH d AS (DELETE FROM note RETURNING id) SELECT * FROM d", False),
+    ],
+)
+def test_only_provably_read_only_statements_count_as_read_only(sql: str, read_only: bool) -> None:
+    from peewee_serverless.database import _is_read_only
+
+    assert _is_read_only(sql) is read_only
+
+
+def test_db_ms_counts_the_connect_once(backend: Backend) -> None:
+    """The lifecycle's db_ms holds each wait once: never more than the invocation took."""
+    db = backend.make_db({"DB_LOG_INVOCATIONS": "all"})
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        return db.execute_sql("SELECT 1").fetchone()[0]
+
+    assert handler({}, LambdaContext()) == 1
+    record = log.records[-1]
+    assert record["connects"] == 1
+    assert 0 < record["db_ms"] <= record["total_ms"]
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["keyword", "url"])
+def test_sqlite_keeps_the_users_timeout(tmp_path: Any, how: str) -> None:
+    from peewee_serverless import ServerlessSqliteDatabase, database_from_env
+
+    path = tmp_path / "t.db"
+    if how == "keyword":
+        db = ServerlessSqliteDatabase(str(path), timeout=0.5)
+    else:
+        db = database_from_env({"DATABASE_URL": f"sqlite:///{path}?timeout=0.5"})
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 500
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    default = ServerlessSqliteDatabase(str(path))
+    assert default.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 5000  # Peewee's default
+    default.close()
+
+
+def test_a_write_refused_as_read_only_drops_the_connection(server_backend: Backend) -> None:
+    """A demoted writer (failover) answers 503 and the next connection is a new one."""
+    from peewee_serverless import DatabaseUnavailable, ServerReadOnly
+
+    db = server_backend.make_db()
+    _bind(db)
+    old = db.server_connection_id()
+    if server_backend.engine == "postgres":
+        db.execute_sql("SET default_transaction_read_only = on")
+        refused = "INSERT INTO note (body) VALUES ('x')"  # 25006 read_only_sql_transaction
+    else:
+        # The server's own error packet for --read-only (1290), as a demoted writer sends it.
+        refused = "SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1290, MESSAGE_TEXT = 'read-only'"
+    with pytest.raises(ServerReadOnly) as raised:
+        db.execute_sql(refused)
+    assert isinstance(raised.value, DatabaseUnavailable) and raised.value.retry_after >= 1
+    assert db.is_closed()
+    Note.create(body="after")
+    assert db.server_connection_id() != old
+    assert server_backend.query("SELECT body FROM note") == [("after",)]
+    db.close()

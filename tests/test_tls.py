@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from peewee_serverless import ConfigurationError, database_from_env, settings_from_env
-from peewee_serverless.tls import TlsSettings, verification_failure
+from peewee_serverless.tls import TlsSettings, client_context, verification_failure
 
 from .servers import private_server
 
@@ -146,6 +146,14 @@ def tls_server(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"_{request.param}_tls")
 
 
+@pytest.fixture(scope="module", params=["mariadb", "postgres"])
+def plain_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A private server without any TLS configuration (whatever the shared servers offer)."""
+    options = {"ssl": "off"} if request.param == "postgres" else {}
+    with private_server(request.param, options=options) as srv:
+        yield srv
+
+
 def _encrypted(db: Any) -> bool:
     """What the server says about our own session."""
     if db.__class__.__name__.endswith("MySQLDatabase"):
@@ -218,6 +226,57 @@ def test_disable_is_plaintext(tls_server: Any) -> None:
     assert _connect({**tls_server.env(), "DB_SSL_MODE": "disable"}) is False
 
 
+@pytest.mark.parametrize("mode", ["prefer", None])
+def test_prefer_encrypts_when_the_server_offers_tls(tls_server: Any, mode: str | None) -> None:
+    env = tls_server.env() if mode is None else {**tls_server.env(), "DB_SSL_MODE": mode}
+    assert _connect(env) is True
+
+
+@pytest.mark.parametrize("mode", ["prefer", None])
+def test_prefer_falls_back_to_plaintext_without_server_tls(
+    plain_server: Any, mode: str | None
+) -> None:
+    env = plain_server.env() if mode is None else {**plain_server.env(), "DB_SSL_MODE": mode}
+    assert _connect(env) is False
+
+
+def test_require_fails_without_server_tls(plain_server: Any) -> None:
+    env = {**plain_server.env(), "DB_SSL_MODE": "require", "DB_CONNECT_RETRIES": "0"}
+    db = database_from_env(env)
+    with pytest.raises(Exception, match="(?i)ssl|tls"):
+        db.connect()
+    assert db.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "use_ca"),
+    [
+        (None, "127.0.0.1", False),
+        ("require", "127.0.0.1", False),
+        ("verify-full", "localhost", True),
+    ],
+)
+def test_mysql_reuses_one_context_and_resumes_the_session(
+    _mariadb_tls: Any, pki: Pki, mode: str | None, host: str, use_ca: bool
+) -> None:
+    env = {**_mariadb_tls.env(), "DB_HOST": host}
+    if mode is not None:
+        env["DB_SSL_MODE"] = mode
+    if use_ca:
+        env["DB_SSL_CA"] = str(pki.ca)
+    expected = client_context(mode or "prefer", str(pki.ca) if use_ca else None)
+    seen = []
+    for _ in range(3):  # a fresh database each time: as a new container would, same process
+        db = database_from_env(env)
+        with db.connection_context():
+            conn = db.connection()
+            assert _encrypted(db) is True
+            seen.append((conn.ctx, conn._sock.session_reused))
+    assert all(ctx is expected for ctx, _ in seen)
+    # The first handshake is full; later ones resume the session the server handed out.
+    assert [reused for _, reused in seen][1:] == [True, True]
+
+
 # -- settings -----------------------------------------------------------------------------------
 BASE = {"DB_ENGINE": "postgres", "DB_HOST": "h", "DB_NAME": "d"}
 
@@ -225,7 +284,8 @@ BASE = {"DB_ENGINE": "postgres", "DB_HOST": "h", "DB_NAME": "d"}
 @pytest.mark.parametrize(
     ("extra", "setting"),
     [
-        ({"DB_SSL_MODE": "prefer"}, "DB_SSL_MODE"),
+        ({"DB_SSL_MODE": "allow"}, "DB_SSL_MODE"),
+        ({"DB_SSL_MODE": "prefer", "DB_SSL_CA": "{ca}"}, "DB_SSL_CA"),
         ({"DB_SSL_MODE": "verify-ca", "DB_SSL_CA": "/nonexistent/ca.pem"}, "DB_SSL_CA"),
         ({"DB_SSL_MODE": "disable", "DB_SSL_CA": "{ca}"}, "DB_SSL_CA"),
         ({"DB_SSL_MODE": "require", "DB_SSL_CA": "{ca}"}, "DB_SSL_CA"),
@@ -250,10 +310,16 @@ def test_tls_connect_params_per_driver(engine: str, pki: Pki) -> None:
     if engine == "mysql":
         ctx = full["ssl"]
         assert ctx.check_hostname is True and ctx.verify_mode.name == "CERT_REQUIRED"
-        assert TlsSettings("require").connect_params(engine)["ssl"].verify_mode.name == "CERT_NONE"
+        required = TlsSettings("require").connect_params(engine)["ssl"]
+        assert required.verify_mode.name == "CERT_NONE"
+        # One context per (mode, CA) for the whole process, however often params are built.
+        assert TlsSettings("require").connect_params(engine)["ssl"] is required
+        assert TlsSettings("verify-full", str(pki.ca)).connect_params(engine)["ssl"] is ctx
+        assert TlsSettings("prefer").connect_params(engine) == {}  # PyMySQL's own default
         assert plain == {"ssl_disabled": True}
     elif engine == "postgres":
         assert full == {"sslmode": "verify-full", "sslrootcert": str(pki.ca)}
+        assert TlsSettings("prefer").connect_params(engine) == {"sslmode": "prefer"}
         assert TlsSettings("verify-ca").connect_params(engine)["sslrootcert"] == "system"
         assert plain == {"sslmode": "disable"}
     else:

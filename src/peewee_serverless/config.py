@@ -26,7 +26,7 @@ from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource
 from .tls import TlsSettings, tls_from_env
 
 if TYPE_CHECKING:
-    from .database import ServerlessDatabaseMixin
+    from .database import ServerlessDatabase
 
 __all__ = [
     "ENGINES",
@@ -217,7 +217,7 @@ class DatabaseSettings:
             params.update(self.tls.connect_params(self.engine))
         return params
 
-    def create_database(self, **overrides: Any) -> ServerlessDatabaseMixin:
+    def create_database(self, **overrides: Any) -> ServerlessDatabase:
         """Build the (unconnected) serverless Peewee database for these settings."""
         from .database import database_class_for
 
@@ -372,7 +372,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
 
 def database_from_env(
     environ: Mapping[str, str] | None = None, **overrides: Any
-) -> ServerlessDatabaseMixin:
+) -> ServerlessDatabase:
     """Build the serverless database described by the environment. Opens no connection.
 
     ``overrides`` are passed to the database class (driver connect parameters, ``options=``).

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
+    DatabaseError,
     InterfaceError,
     MySQLDatabase,
     OperationalError,
     PostgresqlDatabase,
     SqliteDatabase,
 )
+from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
 from .config import ServerlessOptions
@@ -42,13 +45,16 @@ from .errors import (
     ConnectionLost,
     DatabaseUnavailable,
     ErrorKind,
+    ServerReadOnly,
     classify,
+    driver_error,
 )
 from .governor import GovernorMixin
 from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
+    "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessPostgresqlDatabase",
@@ -59,12 +65,139 @@ __all__ = [
 logger = logging.getLogger("peewee_serverless.database")
 
 _DEAD = (ErrorKind.CONNECTION_DEAD, ErrorKind.CONNECTION_LOST)
+
+# -- which statements may run twice ------------------------------------------------------------
+# A statement whose answer was lost may have run. Running it again is harmless only when it
+# cannot change anything, and the first word does not prove that: ``SELECT add_audit()`` writes,
+# ``EXPLAIN ANALYZE INSERT`` executes the insert, ``SELECT ... INTO t`` creates a table. The rule,
+# deliberately conservative (a statement it rejects simply is not retried):
+#
+# * it starts with SELECT, SHOW, DESCRIBE/DESC, or EXPLAIN not followed by ANALYZE;
+# * it is one statement (no ``;``) and has no ``INTO`` (``SELECT INTO``, ``INTO OUTFILE``);
+# * every ``name(`` in it (string literals and quoted identifiers removed first) is a SQL keyword
+#   or one of the built-in pure functions below: any other call might be a user function
+#   that writes (a quoted ``"name"(`` is never accepted).
 _READ_ONLY_VERBS = frozenset(("SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "DESC"))
+_PURE_CALLS = frozenset(
+    (
+        "select",
+        "from",
+        "join",
+        "in",
+        "exists",
+        "any",
+        "all",
+        "some",
+        "values",
+        "as",
+        "on",
+        "and",
+        "or",
+        "not",
+        "where",
+        "when",
+        "then",
+        "else",
+        "case",
+        "over",
+        "filter",
+        "within",
+        "lateral",
+        "union",
+        "except",
+        "intersect",
+        "using",
+        "by",
+        "having",
+        "is",
+        "between",
+        "like",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "coalesce",
+        "nullif",
+        "greatest",
+        "least",
+        "cast",
+        "convert",
+        "lower",
+        "upper",
+        "length",
+        "char_length",
+        "character_length",
+        "octet_length",
+        "substr",
+        "substring",
+        "trim",
+        "ltrim",
+        "rtrim",
+        "concat",
+        "replace",
+        "abs",
+        "round",
+        "floor",
+        "ceil",
+        "ceiling",
+        "mod",
+        "sign",
+        "sqrt",
+        "power",
+        "exp",
+        "ln",
+        "log",
+        "now",
+        "current_timestamp",
+        "date",
+        "extract",
+        "date_part",
+        "date_trunc",
+        "if",
+        "ifnull",
+        "iif",
+        "group_concat",
+        "string_agg",
+        "array_agg",
+        "row_number",
+        "rank",
+        "dense_rank",
+        "json_extract",
+        "json_object",
+        "json_build_object",
+        "to_char",
+        "strftime",
+        "distinct",
+        "row",
+        "connection_id",
+        "pg_backend_pid",
+        "version",
+        "current_user",
+        "current_database",
+        "database",
+        "current_setting",
+        "pg_is_in_recovery",
+    )
+)
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`")
+_CALL = re.compile(r"([A-Za-z_][A-Za-z_0-9$.]*|\x00)\s*\(")
 
 
 def _is_read_only(sql: str) -> bool:
-    head = sql.lstrip(" \t\r\n(").split(None, 1)
-    return bool(head) and head[0].upper() in _READ_ONLY_VERBS
+    """Whether ``sql`` certainly changes nothing, so that running it twice is harmless."""
+    head = sql.lstrip(" \t\r\n(").split(None, 2)
+    if not head or head[0].upper() not in _READ_ONLY_VERBS:
+        return False
+    if head[0].upper() == "EXPLAIN" and len(head) > 1 and head[1].upper().startswith("ANALY"):
+        return False
+    bare = _QUOTED.sub("\x00", sql)  # a quoted name followed by "(" becomes a refused call
+    if ";" in bare.rstrip().rstrip(";") or re.search(r"\binto\b", bare, re.IGNORECASE):
+        return False
+    return all(
+        name.rsplit(".", 1)[-1].lower() in _PURE_CALLS and "." not in name
+        for name in _CALL.findall(bare)
+    )
 
 
 @dataclass
@@ -125,6 +258,7 @@ class ServerlessDatabaseMixin:
         self.events = ConnectionEvents()
         self._last_used: float | None = None
         self._deadline: float | None = None
+        self._timing = False
         #: Where user/password (and maybe host, port, name) come from at each connect.
         self.credentials = credentials
         #: How many times a rejected password was fetched again (over the container's life).
@@ -145,11 +279,14 @@ class ServerlessDatabaseMixin:
 
     # -- connecting ------------------------------------------------------------------------------
     def _connect(self) -> Any:
+        # A connect made by a statement's first use is inside execute_sql's own timing: count
+        # it there only (``_timing``), or db_ms would hold the connect twice.
         started = time.perf_counter()
         try:
             conn = self._open_connection()
         finally:
-            self.events.db_seconds += time.perf_counter() - started
+            if not self._timing:
+                self.events.db_seconds += time.perf_counter() - started
         self.events.connects += 1
         self._last_used = time.monotonic()
         self._state.broken = False
@@ -260,10 +397,14 @@ class ServerlessDatabaseMixin:
 
     # -- statements ------------------------------------------------------------------------------
     def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if self._timing:  # nested (a hook running SQL inside a statement): timed by the outer
+            return self._run_reconnecting(super().execute_sql, sql, params, retry_safe=None)  # type: ignore[misc]
         started = time.perf_counter()
+        self._timing = True
         try:
             cursor = self._run_reconnecting(super().execute_sql, sql, params, retry_safe=None)  # type: ignore[misc]
         finally:
+            self._timing = False
             self.events.db_seconds += time.perf_counter() - started
         self._last_used = time.monotonic()
         return cursor
@@ -284,13 +425,30 @@ class ServerlessDatabaseMixin:
             # Dying rolled the transaction back on the server: the rollback is done.
             self._state.broken = True
 
+    def _read_only(self, exc: BaseException) -> ServerReadOnly:
+        """The typed error for a refused write; the connection is dropped (see ServerReadOnly)."""
+        self.events.reconnects += 1
+        if self.in_transaction():
+            # Peewee's atomic() still rolls back; ``broken`` makes that a no-op and finish()
+            # drops the connection at the end of the invocation.
+            self._state.broken = True
+        else:
+            self.discard_connection()
+        return ServerReadOnly(
+            f"the database server refused a write ({driver_error(exc)}); retry shortly",
+            retry_after=2,
+            kind=ErrorKind.SERVER_READ_ONLY,
+        )
+
     def commit(self, *args: Any, **kwargs: Any) -> None:
         if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
         try:
             super().commit(*args, **kwargs)  # type: ignore[misc]
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:
             kind = classify(exc)
+            if kind is ErrorKind.SERVER_READ_ONLY:
+                raise self._read_only(exc) from exc
             if kind not in _DEAD:
                 raise
             self._state.broken = True
@@ -303,8 +461,10 @@ class ServerlessDatabaseMixin:
     ) -> Any:
         try:
             return func(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:
             kind = classify(exc)
+            if kind is ErrorKind.SERVER_READ_ONLY:
+                raise self._read_only(exc) from exc
             if kind not in _DEAD:
                 raise
             in_txn = self.in_transaction()
@@ -329,8 +489,21 @@ class ServerlessDatabaseMixin:
             return func(*args, **kwargs)
 
 
+class _TlsReusingMySQLDatabase(MySQLDatabase):
+    """Peewee's ``MySQLDatabase`` connecting through :func:`.tls.pymysql_connect`.
+
+    Same call as Peewee's ``_connect``; the driver's connection class reuses one TLS context per
+    process instead of building one (~20 ms) per connect.
+    """
+
+    def _connect(self) -> Any:
+        from .tls import pymysql_connect
+
+        return pymysql_connect(database=self.database, autocommit=True, **self.connect_params)
+
+
 class ServerlessMySQLDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, MySQLDatabase
+    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
@@ -364,6 +537,21 @@ class ServerlessMySQLDatabase(
             conn._read_timeout = saved
         return True
 
+    def begin(self, isolation_level: str | None = None) -> None:
+        # InnoDB lists a transaction (information_schema.INNODB_TRX, what the reaper reads to
+        # spare sessions inside one) only from its first read or write; WITH CONSISTENT
+        # SNAPSHOT starts it at BEGIN, so ``with db.atomic():`` around a slow call is never
+        # mistaken for an idle session. (Under REPEATABLE READ, the default, the snapshot is
+        # taken at BEGIN instead of the first read; other isolation levels take none.)
+        def run() -> None:
+            with _driver_errors:
+                cursor = self.cursor()
+                if isolation_level:
+                    cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation_level}")
+                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+
+        self._run_reconnecting(run, retry_safe=True)
+
     def _server_in_transaction(self, conn: Any) -> bool:
         # PyMySQL keeps the server's status flags from the last reply: SERVER_STATUS_IN_TRANS = 1.
         return bool(getattr(conn, "server_status", 0) & 1)
@@ -392,7 +580,9 @@ class ServerlessSqliteDatabase(
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("pragmas", {"journal_mode": "wal", "busy_timeout": 5000})
+        # WAL lets readers run beside a writer. Waiting for a lock is Peewee's ``timeout=``
+        # (default 5 s, also ``?timeout=`` in a URL): no busy_timeout pragma to override it.
+        kwargs.setdefault("pragmas", {"journal_mode": "wal"})
         for key in ("host", "port", "user", "password", "connect_timeout", "application_name"):
             kwargs.pop(key, None)
         super().__init__(database, *args, **kwargs)
@@ -401,13 +591,20 @@ class ServerlessSqliteDatabase(
         return bool(conn.in_transaction)
 
 
-_CLASSES: dict[str, type[ServerlessDatabaseMixin]] = {
+#: What :func:`~peewee_serverless.database_from_env` returns: one of the concrete classes, each
+#: both a ``peewee.Database`` (``atomic()``, ``create_tables()``, ``Meta.database``...) and a
+#: :class:`ServerlessDatabaseMixin`, so a user's ``mypy --strict`` keeps Peewee's whole API.
+ServerlessDatabase: TypeAlias = (
+    ServerlessMySQLDatabase | ServerlessPostgresqlDatabase | ServerlessSqliteDatabase
+)
+
+_CLASSES: dict[str, type[ServerlessDatabase]] = {
     "mysql": ServerlessMySQLDatabase,
     "postgres": ServerlessPostgresqlDatabase,
     "sqlite": ServerlessSqliteDatabase,
 }
 
 
-def database_class_for(engine: str) -> type[ServerlessDatabaseMixin]:
+def database_class_for(engine: str) -> type[ServerlessDatabase]:
     """The serverless database class for a canonical engine name (see ``config.ENGINES``)."""
     return _CLASSES[engine]

@@ -11,12 +11,21 @@ outcome                            status  error code
 ``peewee.DoesNotExist``            404     ``not_found``
 no route                           404     ``not_found``
 malformed JSON body                400     ``invalid_json``
+method not routed on a known path  405     ``method_not_allowed`` + ``Allow``
+unsupported ``Content-Type``       415     ``unsupported_media_type`` (``details`` name ``body``)
 request validation (pydantic)      422     ``validation_error`` (``details`` name each field)
 body over the size limit           413     ``payload_too_large``
 ``peewee.IntegrityError``          409     ``conflict`` (unique violations; others 400)
 :class:`DatabaseUnavailable`       503     ``database_unavailable`` + ``Retry-After``
 anything else                      500     ``internal_error`` (logged, never shown)
+a return value that is not JSON    500     ``internal_error`` (logged), with or without validation
 =================================  ======  =====================================================
+
+Request bodies: JSON when ``Content-Type`` is ``application/json`` or absent (Powertools' rule);
+a form (``application/x-www-form-urlencoded``) or ``multipart/form-data`` for routes declaring
+``Form`` / ``File`` parameters. A form-typed body that *is* a JSON object or array is read as
+JSON: that is what ``curl -d '{...}'`` sends, and no form encoder produces it. Any other type
+(``text/plain``, ``application/xml``...) answers 415.
 
 This module imports Powertools; ``import peewee_serverless`` does not import it.
 """
@@ -32,8 +41,15 @@ from typing import Any
 
 import peewee
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.api_gateway import ProxyEventType, ResponseBuilder
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.api_gateway import (
+    ProxyEventType,
+    ResponseBuilder,
+    Route,
+)
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.utilities.data_classes import (
     APIGatewayProxyEvent,
     APIGatewayProxyEventV2,
@@ -78,8 +94,10 @@ class ErrorBody(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: "Malformed request (invalid JSON, base64 or parameter)",
     404: "Not found",
+    405: "Method not allowed on this path; `Allow` lists the allowed ones",
     409: "Conflict with existing data, or an identical request still in progress",
     413: "Request body too large",
+    415: "Unsupported Content-Type (send application/json)",
     422: "Validation failed; `details` name the fields",
     500: "Internal error",
     503: "Database busy or unreachable; retry after `Retry-After` seconds",
@@ -188,6 +206,18 @@ def install_error_handlers(app: Any) -> None:
             422, "validation_error", "Request is invalid", details=_validation_details(errors)
         )
 
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:
+        # Registered explicitly: the catch-all below would otherwise make it a 500.
+        errors = list(exc.errors())
+        reason = str(errors[0].get("msg")) if errors else "Unsupported content type"
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "Request Content-Type is not supported; send application/json",
+            details=[{"field": "body", "message": reason, "type": "unsupported_content_type"}],
+        )
+
     @app.exception_handler(peewee.DoesNotExist)
     def _not_found(exc: peewee.DoesNotExist) -> Response:
         name = type(exc).__name__.removesuffix("DoesNotExist") or "Resource"
@@ -220,6 +250,57 @@ def install_error_handlers(app: Any) -> None:
             return error_response(404, "not_found", "No such route")
 
 
+class _GuardedResponseBuilder(ResponseBuilder[BaseProxyEvent]):
+    """Powertools' response builder; a body its serializer refuses becomes the 500 JSON answer.
+
+    The serializer runs after the route and outside its exception handlers, so a route returning
+    (say) a ``datetime`` without validation would otherwise raise out of the handler.
+    """
+
+    def build(self, event: BaseProxyEvent, cors: Any = None) -> dict[str, Any]:
+        try:
+            return super().build(event, cors)
+        except (TypeError, ValueError, OverflowError):
+            logger.exception("route returned a value that cannot be serialized as JSON")
+            self.response = error_response(500, "internal_error", "Internal server error")
+            return super().build(event, cors)
+
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _json_sent_as_form(event: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``event`` with a form-typed body that is a JSON object/array relabelled as JSON.
+
+    ``curl -d '{"a": 1}'`` labels JSON as a form; parsed as a form it becomes one field named
+    after the whole document. No form encoder writes a body starting with ``{`` or ``[``.
+    """
+    headers = event.get("headers") or {}
+    name = next((k for k in headers if k.lower() == "content-type"), None)
+    body = event.get("body")
+    if name is None or not body or not str(headers[name]).lower().startswith(_FORM):
+        return event
+    if len(body) > limit * 2:  # base64 or not, far over the limit: the 413 check answers it
+        return event
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else body
+        if raw.lstrip()[:1] not in ("{", "[", b"{", b"["):
+            return event
+        json.loads(raw)
+    except (binascii.Error, ValueError):
+        return event
+    relabelled = dict(headers)
+    relabelled[name] = "application/json"
+    multi = event.get("multiValueHeaders")
+    changed = dict(event, headers=relabelled)
+    if isinstance(multi, dict):
+        changed["multiValueHeaders"] = {
+            k: (["application/json"] if k.lower() == "content-type" else v)
+            for k, v in multi.items()
+        }
+    return changed
+
+
 class ApiGatewayResolver(APIGatewayRestResolver):
     """One resolver for API Gateway REST (v1) *and* HTTP API (v2) events.
 
@@ -232,9 +313,11 @@ class ApiGatewayResolver(APIGatewayRestResolver):
     def __init__(self, *args: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_body_bytes = max_body_bytes
+        self._response_builder_class = _GuardedResponseBuilder
         install_error_handlers(self)
 
     def _to_proxy_event(self, event: dict) -> BaseProxyEvent:
+        event = _json_sent_as_form(event, self.max_body_bytes)
         if event.get("version") == "2.0":
             self._proxy_type = ProxyEventType.APIGatewayProxyEventV2
             return APIGatewayProxyEventV2(event, self._json_body_deserializer)
@@ -256,8 +339,40 @@ class ApiGatewayResolver(APIGatewayRestResolver):
         # Checked before routing, so that request validation never parses an oversize body.
         rejected = self._check_body(self.current_event)
         if rejected is not None:
-            return ResponseBuilder(rejected, serializer=self._serializer)
+            return self._response_builder_class(rejected, serializer=self._serializer)
         return super()._resolve()
+
+    def _handle_not_found(self, method: str, path: str) -> ResponseBuilder:
+        # A path some route serves, with another method: 405 + Allow (RFC 9110), not 404.
+        # CORS preflights stay Powertools' business.
+        allowed = sorted(
+            {
+                route.method
+                for route in self._static_routes + self._dynamic_routes
+                if route.rule.match(path)
+            }
+        )
+        if not allowed or (method == "OPTIONS" and self._cors):
+            return super()._handle_not_found(method, path)
+
+        answer = error_response(
+            405,
+            "method_not_allowed",
+            f"Method {method} is not allowed on this path",
+            headers={"Allow": ", ".join(allowed)},
+        )
+        # Through a route like Powertools' own 404, so middlewares and CORS headers apply. A
+        # lambda: validation would model an annotated return type (and cannot model Response).
+        route = Route(
+            rule=self._compile_regex(r".*"),
+            method=method,
+            path=path,
+            func=lambda: answer,
+            cors=self._cors_enabled,
+            compress=False,
+        )
+        self.append_context(_route=route, _path=path)
+        return self._call_route(route=route, route_arguments={})
 
     def _check_body(self, event: BaseProxyEvent) -> Response | None:
         body = event.body

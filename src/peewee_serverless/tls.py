@@ -4,6 +4,7 @@
 
 ============  ======================================================================
 ``disable``   no TLS
+``prefer``    TLS when the server offers it, plaintext otherwise (both drivers' default)
 ``require``   TLS, but the server's certificate is not checked (encryption only)
 ``verify-ca`` TLS, the certificate must be signed by a CA in ``DB_SSL_CA``
 ``verify-full`` as ``verify-ca`` and the certificate must name the host connected to
@@ -12,10 +13,23 @@
 ``DB_SSL_CA`` is the path of a PEM CA bundle (for RDS: the ``global-bundle.pem`` AWS publishes,
 shipped inside the function package). With verification and no bundle, the system trust store
 is used. Setting only ``DB_SSL_CA`` means ``verify-full``. Unset, each driver keeps its default
-(PyMySQL and libpq both *try* TLS and fall back to plaintext).
+(``prefer``: PyMySQL and libpq both *try* TLS and fall back to plaintext).
 
 PyMySQL gets an :class:`ssl.SSLContext` (``ssl=``; a required TLS that the server does not offer
 fails) or ``ssl_disabled``; psycopg2 gets ``sslmode`` / ``sslrootcert``.
+
+**One context per process.** PyMySQL builds a fresh context for every connection when it is
+given no TLS option (``ssl.create_default_context()``: it loads the whole system CA store, ~20 ms,
+although its "preferred" mode then verifies nothing) and we used to build one per database. A Lambda
+container reconnects after every freeze and under connection-limit churn, so
+:func:`client_context` builds each (mode, CA) context once and every connect reuses it; PyMySQL's
+preferred mode gets it through :func:`pymysql_connect`, whose connection class differs from
+PyMySQL's only in *where* that context comes from (the fallback to plaintext is PyMySQL's own).
+The context also remembers the server's last TLS session (ticket) per host name and offers it on
+the next handshake, so a reconnect resumes instead of redoing the key exchange and certificate
+check (MariaDB and MySQL accept it; a ticket the server no longer knows costs nothing, the
+handshake is then simply a full one). libpq builds its own context in C and turns session tickets
+off, so psycopg2 has nothing to reuse.
 
 A certificate that fails verification is reported as
 :class:`~peewee_serverless.errors.ConfigurationError` naming ``DB_SSL_CA``: no retry or back-off
@@ -24,17 +38,26 @@ can fix a wrong CA bundle, a wrong host name or an impostor, and the operator mu
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["SSL_MODES", "TlsSettings", "tls_from_env", "verification_failure"]
+__all__ = [
+    "SSL_MODES",
+    "TlsSettings",
+    "client_context",
+    "pymysql_connect",
+    "tls_from_env",
+    "verification_failure",
+]
 
-SSL_MODES = ("disable", "require", "verify-ca", "verify-full")
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 
 # Text of a failed verification, as PyMySQL (Python's ssl) and libpq word it.
 _VERIFY_FRAGMENTS = (
@@ -61,21 +84,17 @@ class TlsSettings:
         return self.mode in ("verify-ca", "verify-full")
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The client context for ``require`` / ``verify-*`` (for PyMySQL)."""
-        if self.verify:
-            ctx = ssl.create_default_context(cafile=self.ca)
-            ctx.check_hostname = self.mode == "verify-full"
-        else:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        """The process-wide client context for this mode and CA (for PyMySQL)."""
+        return client_context(self.mode, self.ca)
 
     def connect_params(self, engine: str) -> dict[str, Any]:
         """Driver connect parameters for ``engine`` (``mysql`` / ``postgres``; SQLite: none)."""
         if engine == "mysql":
             if self.mode == "disable":
                 return {"ssl_disabled": True}
+            if self.mode == "prefer":
+                # PyMySQL's default; pymysql_connect supplies the shared context.
+                return {}
             return {"ssl": self.ssl_context()}
         if engine == "postgres":
             params: dict[str, Any] = {"sslmode": self.mode}
@@ -84,6 +103,82 @@ class TlsSettings:
                 params["sslrootcert"] = self.ca or "system"
             return params
         return {}
+
+
+class SessionResumingContext(ssl.SSLContext):
+    """A client context that offers the last TLS session seen for a host on the next handshake."""
+
+    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+        self._sessions: dict[str, ssl.SSLSession] = {}
+        self._lock = threading.Lock()
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        host = kwargs.get("server_hostname")
+        if kwargs.get("session") is None and host is not None:
+            with self._lock:
+                kwargs["session"] = self._sessions.get(host)
+        return super().wrap_socket(sock, *args, **kwargs)
+
+    def remember(self, host: str, sock: Any) -> None:
+        """Keep ``sock``'s session (call after the first reply: TLS 1.3 tickets come late)."""
+        session = getattr(sock, "session", None)
+        if session is not None:
+            with self._lock:
+                self._sessions[host] = session
+
+
+def client_context(mode: str, ca: str | None = None) -> SessionResumingContext:
+    """The one client context of this process for ``mode`` (``prefer`` ... ``verify-full``).
+
+    ``prefer`` and ``require`` check nothing (as PyMySQL's own preferred mode), so they skip the
+    system CA store; ``verify-*`` load ``ca`` (or the system store) once.
+    """
+    return _client_context(mode, ca)
+
+
+@functools.cache
+def _client_context(mode: str, ca: str | None) -> SessionResumingContext:
+    if mode not in SSL_MODES or mode == "disable":
+        raise ValueError(f"no TLS context for mode {mode!r}")
+    ctx = SessionResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    if mode in ("verify-ca", "verify-full"):
+        if ca is None:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        else:
+            ctx.load_verify_locations(cafile=ca)
+        ctx.check_hostname = mode == "verify-full"
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def pymysql_connect(**params: Any) -> Any:
+    """``pymysql.connect(**params)`` with the process-wide contexts (see the module docstring)."""
+    return _pymysql_connection_class()(**params)
+
+
+@functools.lru_cache(maxsize=1)
+def _pymysql_connection_class() -> type:
+    # Built on first use: importing this module must not import the driver.
+    from pymysql.connections import Connection
+
+    class TlsReusingConnection(Connection):
+        """PyMySQL's connection; TLS context from :func:`client_context`, sessions resumed."""
+
+        def _create_ssl_ctx(self, sslp: Any) -> Any:
+            # Called with {} in PyMySQL's preferred mode (no TLS option given), which would
+            # otherwise build and load a full default context for every connection.
+            if not sslp:
+                return client_context("prefer")
+            return super()._create_ssl_ctx(sslp)
+
+        def connect(self, sock: Any = None) -> None:
+            super().connect(sock)
+            if self._secure and isinstance(self.ctx, SessionResumingContext):
+                self.ctx.remember(self.host, self._sock)
+
+    return TlsReusingConnection
 
 
 def tls_from_env(environ: Mapping[str, str]) -> TlsSettings | None:
@@ -101,9 +196,9 @@ def tls_from_env(environ: Mapping[str, str]) -> TlsSettings | None:
         )
     if ca is not None and mode == "disable":
         raise ConfigurationError("DB_SSL_CA", "is set but DB_SSL_MODE is disable")
-    if ca is not None and mode == "require":
+    if ca is not None and mode in ("prefer", "require"):
         # A CA without verification would suggest a check that does not happen.
-        raise ConfigurationError("DB_SSL_CA", "is set but DB_SSL_MODE=require does not verify")
+        raise ConfigurationError("DB_SSL_CA", f"is set but DB_SSL_MODE={mode} does not verify")
     if ca is not None:
         # Read it now: a malformed bundle is a deploy-time error, not a 3 a.m. connect failure.
         try:
