@@ -1,11 +1,14 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
 Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
-``sqlite,mariadb,postgres,data-api-mysql,data-api-postgres``). The two Data API backends are
-Peewee over Aurora's Data API protocol, served by ``peewee_serverless.data_api.endpoint`` (started
-here, in a thread) on the same MariaDB / PostgreSQL servers; they run the tests marked
-``data_api`` (a test about sockets, sessions or killing connections has no meaning there).
-A listed server that cannot be reached FAILS the run; leave it out of the list to opt out.
+``sqlite,mariadb,postgres,pgbouncer,data-api-mysql,data-api-postgres``). A listed server that
+cannot be reached FAILS the run; leave it out of the list to opt out. ``pgbouncer`` is the
+PostgreSQL test database reached through a PgBouncer of this test run (transaction pooling,
+``DB_MODE=proxy``); ``data-api-mysql`` / ``data-api-postgres`` are Peewee over Aurora's Data API
+protocol, served by ``peewee_serverless.data_api.endpoint`` (started here, in a thread) on the same
+MariaDB / PostgreSQL servers. Those are ways to reach a server rather than engines, so only the
+example service's tests run on them (:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture
+does not.
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
 """
@@ -30,16 +33,27 @@ from peewee_serverless import database_from_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
 
-ALL_BACKENDS = ("sqlite", "mariadb", "postgres", "data-api-mysql", "data-api-postgres")
+ALL_BACKENDS = (
+    "sqlite",
+    "mariadb",
+    "postgres",
+    "pgbouncer",
+    "data-api-mysql",
+    "data-api-postgres",
+)
+DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
+#: Ways to reach a server that only the example service's test body runs on.
+EXAMPLE_ONLY_BACKENDS = ("pgbouncer", *DATA_API_BACKENDS)
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
     if b.strip()
 )
-SERVER_BACKENDS = tuple(b for b in SELECTED if b in ("mariadb", "postgres"))
-DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
-#: The backends every test runs on; tests marked ``data_api`` also run on the Data API ones.
-SOCKET_SELECTED = tuple(b for b in SELECTED if b not in DATA_API_BACKENDS)
+#: What the ``backend`` fixture runs on: the engines themselves.
+GENERAL_BACKENDS = tuple(b for b in SELECTED if b not in EXAMPLE_ONLY_BACKENDS)
+#: What the example service's tests run on (``example_backend``).
+EXAMPLE_BACKENDS = SELECTED
+SERVER_BACKENDS = tuple(b for b in GENERAL_BACKENDS if b != "sqlite")
 DATA_API_CLUSTERS = {
     "mysql": "arn:aws:rds:us-east-1:123456789012:cluster:local-mysql",
     "postgres": "arn:aws:rds:us-east-1:123456789012:cluster:local-postgres",
@@ -215,30 +229,27 @@ ENGINE_OF = {
     "sqlite": "sqlite",
     "mariadb": "mysql",
     "postgres": "postgres",
+    "pgbouncer": "postgres",
     "data-api-mysql": "mysql",
     "data-api-postgres": "postgres",
 }
 
 
-def make_backend(name: str, tmp: Path, data_api_url: str = "") -> Backend:
-    """Prepare ``name`` (create its database once per run, empty its tables) and describe it."""
+def make_backend(name: str, tmp: Path, proxy_env: dict[str, str] | None = None) -> Backend:
+    """Prepare ``name`` (create its database once per run, empty its tables) and describe it.
+
+    ``proxy_env``: the variables that reach the server another way (``pgbouncer``, Data API).
+    """
     engine = ENGINE_OF[name]
     if engine != "sqlite" and engine not in _ready:
         _ensure_server_database(engine)
         _ready.add(engine)
-    backend = Backend(name, engine, backend_env(name, tmp, data_api_url), tmp)
+    backend = Backend(name, engine, proxy_env or backend_env(name, tmp), tmp)
     if engine != "sqlite":
         # Directly on the server (also for the Data API backends: same server, fewer hops).
         direct = "mariadb" if engine == "mysql" else "postgres"
         _drop_all_tables(Backend(direct, engine, backend_env(direct, tmp), tmp))
     return backend
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``backend``: every selected backend for tests marked ``data_api``, else the socket ones."""
-    if "backend" in metafunc.fixturenames:
-        marked = metafunc.definition.get_closest_marker("data_api") is not None
-        metafunc.parametrize("backend", SELECTED if marked else SOCKET_SELECTED, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -273,15 +284,50 @@ def data_api_endpoint() -> Iterator[Any]:
         endpoint.stop()
 
 
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every backend selected for this run, each with an empty test database."""
-    url = ""
-    if request.param in DATA_API_BACKENDS:
+@pytest.fixture(scope="session")
+def pgbouncer_proxy() -> Iterator[Any]:
+    """A PgBouncer (transaction pooling) in front of the PostgreSQL test server, for this run."""
+    from .pgbouncer import PgBouncer
+
+    try:
+        bouncer = PgBouncer(PG_ADMIN["host"], PG_ADMIN["port"], users=[PG_ADMIN["user"]])
+        bouncer.start()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(
+            f"backend pgbouncer could not start ({exc}); install the Debian package pgbouncer "
+            "(scripts/services does) or opt out with PEEWEE_SERVERLESS_TEST_BACKENDS",
+            pytrace=False,
+        )
+    yield bouncer
+    bouncer.stop()
+
+
+def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    name = request.param
+    proxy_env = None
+    if name == "pgbouncer":
+        proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)
+        if PG_ADMIN["password"]:
+            proxy_env["DB_PASSWORD"] = PG_ADMIN["password"]
+    elif name in DATA_API_BACKENDS:
         endpoint = request.getfixturevalue("data_api_endpoint")
         endpoint.service.clear_faults()
-        url = endpoint.url
-    b = make_backend(request.param, tmp_path, url)
+        proxy_env = backend_env(name, tmp_path, endpoint.url)
+    return make_backend(name, tmp_path, proxy_env)
+
+
+@pytest.fixture(params=GENERAL_BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every engine selected for this run, each with an empty test database."""
+    b = _make_selected_backend(request, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture(params=EXAMPLE_BACKENDS)
+def example_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend the example service runs on: the engines and the ways to reach them."""
+    b = _make_selected_backend(request, tmp_path)
     yield b
     b.close()
 
@@ -332,7 +378,7 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
     from peewee_serverless.migrate import run_migrations
 
-    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER"):
+    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER", "DB_MODE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
@@ -348,9 +394,11 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
 
 @pytest.fixture
-def users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[UsersService]:
-    """The example service on every backend."""
-    service = load_users_service(backend, monkeypatch)
+def users_service(
+    example_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[UsersService]:
+    """The example service on every backend it runs on (:data:`EXAMPLE_BACKENDS`)."""
+    service = load_users_service(example_backend, monkeypatch)
     yield service
     if not service.db.is_closed():
         service.db.finish()

@@ -17,10 +17,13 @@ from peewee_serverless.testing import LambdaClient
 
 from .conftest import ROOT, Backend, UsersService, load_users_service
 
-#: The whole body also runs on Peewee over the Data API (both engines).
-pytestmark = pytest.mark.data_api
-
 JSON = [("Content-Type", "application/json")]
+
+
+@pytest.fixture
+def backend(example_backend: Backend) -> Backend:
+    """Here ``backend`` is every backend of the example (PgBouncer included), not only engines."""
+    return example_backend
 
 
 def call(
