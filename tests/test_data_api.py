@@ -43,7 +43,7 @@ from peewee_serverless import (
 )
 from peewee_serverless.local.context import LambdaContext
 
-from .conftest import DATA_API_BACKENDS, SELECTED, Backend, make_backend
+from .conftest import DATA_API_BACKENDS, SELECTED, Backend, backend_env, make_backend
 
 SELECTED_DATA_API = [b for b in DATA_API_BACKENDS if b in SELECTED]
 
@@ -54,7 +54,8 @@ def api(
 ) -> Iterator[tuple[Backend, Any]]:
     """A Data API backend (empty database) and the endpoint serving it."""
     data_api_endpoint.service.clear_faults()
-    backend = make_backend(request.param, tmp_path, data_api_endpoint.url)
+    env = backend_env(request.param, tmp_path, data_api_endpoint.url)
+    backend = make_backend(request.param, tmp_path, env)
     yield backend, data_api_endpoint
     data_api_endpoint.service.clear_faults()
     backend.close()
