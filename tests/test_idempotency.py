@@ -240,7 +240,8 @@ def test_migration_creates_the_table(db: Any) -> None:
     assert "0002_idempotency" in applied
     with db.connection_context():
         assert DEFAULT_TABLE in db.get_tables()
-    assert run_migrations(db, MIGRATIONS, "down") == ["0002_idempotency"]
+    reverted = run_migrations(db, MIGRATIONS, "down", "0002_idempotency")
+    assert reverted[-1] == "0002_idempotency"
     with db.connection_context():
         assert DEFAULT_TABLE not in db.get_tables()
 

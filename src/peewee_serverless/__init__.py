@@ -25,7 +25,9 @@ from .errors import (
     DatabaseUnavailable,
     ErrorKind,
     MigrationLockTimeout,
+    PackagingError,
     PeeweeServerlessError,
+    RequestInProgress,
     ServerReadOnly,
     classify,
 )
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     # The lazy names below, seen with their real types by type checkers (never imported here);
     # `X as X` marks each as re-exported (mypy --strict, ruff).
     from .idempotency import PeeweePersistenceLayer as PeeweePersistenceLayer
+    from .idempotency import (
+        transactional_idempotent_function as transactional_idempotent_function,
+    )
     from .migrate import migration_handler as migration_handler
     from .migrate import migration_lock as migration_lock
     from .migrate import run_migrations as run_migrations
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
 _LAZY: dict[str, str] = {
     "PeeweePersistenceLayer": ".idempotency",
+    "transactional_idempotent_function": ".idempotency",
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
@@ -70,7 +76,9 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
+    "RequestInProgress",
     "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",

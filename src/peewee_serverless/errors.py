@@ -9,7 +9,12 @@
      │    ├── ConnectionLost           the connection died where a silent retry could lose or
      │    │                            duplicate work (inside a transaction, a write in flight)
      │    └── ServerReadOnly           the server takes no writes (read-only, disk full)
-     └── MigrationLockTimeout          another migrator held the migration lock too long
+     ├── RequestInProgress             an idempotent call with the same key still runs
+     │                                 elsewhere -> HTTP 409 + Retry-After (raised as
+     │                                 ``idempotency.IdempotencyRequestInProgress``, which is
+     │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
+     ├── MigrationLockTimeout          another migrator held the migration lock too long
+     └── PackagingError                a deployment zip could not be built (names the cause)
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -30,7 +35,9 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
+    "RequestInProgress",
     "ServerReadOnly",
     "classify",
     "driver_error",
@@ -81,6 +88,19 @@ class ConnectionLost(DatabaseUnavailable):
     """
 
 
+class RequestInProgress(PeeweeServerlessError):
+    """An idempotent call with the same key is running in another invocation.
+
+    ``retry_after`` is the number of whole seconds (at least 1) until that invocation's claim
+    lapses at the latest (its Lambda timeout): by then it has either completed, and a retry gets
+    its answer, or died, and a retry takes the key over.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
+
+
 class ServerReadOnly(DatabaseUnavailable):
     """The server refused a write: it is read-only (a writer demoted by a failover, a standby;
     MySQL 1290 / 1836, PostgreSQL 25006) or out of disk space (PostgreSQL 53100).
@@ -101,6 +121,11 @@ class MigrationLockTimeout(PeeweeServerlessError):
         self.name = name
         self.timeout = timeout
         super().__init__(message)
+
+
+class PackagingError(PeeweeServerlessError):
+    """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
+    that must not ship, or a handler that does not import. The message names the cause."""
 
 
 class ErrorKind(enum.Enum):
