@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +116,32 @@ class Backend:
             cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def kill(self, connection_id: int) -> None:
-        """Kill a server session from outside, as a server restart or reaper would."""
+    def kill(self, connection_id: int, wait: bool = True) -> None:
+        """Kill a server session from outside, as a server restart or reaper would.
+
+        With ``wait`` return once the server no longer lists it (``pg_terminate_backend`` only
+        signals the backend; bounded), so "killed" means killed. One short-lived connection.
+        """
         if self.engine == "mysql":
-            self.query(f"KILL {int(connection_id)}")
+            conn = pymysql.connect(database=TEST_DB, autocommit=True, **MYSQL_ADMIN)
+            kill = f"KILL {int(connection_id)}"
+            listed = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s"
         else:
-            self.query("SELECT pg_terminate_backend(%s)", (connection_id,))
+            conn = psycopg2.connect(dbname=TEST_DB, **PG_ADMIN)
+            conn.autocommit = True
+            kill = f"SELECT pg_terminate_backend({int(connection_id)})"
+            listed = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s"
+        try:
+            with conn.cursor() as cur:
+                cur.execute(kill)
+                deadline = time.monotonic() + 10.0
+                while wait and time.monotonic() < deadline:
+                    cur.execute(listed, (connection_id,))
+                    if cur.fetchone()[0] == 0:
+                        break
+                    time.sleep(0.002)  # poll interval; the condition is re-read each round
+        finally:
+            conn.close()
 
     def connection_ids(self) -> set[int]:
         """Server session ids connected to the test database (our admin connections excluded)."""

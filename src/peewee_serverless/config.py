@@ -129,7 +129,7 @@ class ServerlessOptions:
     backoff_jitter: str = "decorrelated"
     usage_threshold: float = 0.8
     usage_check_seconds: float = 5.0
-    zombie_min_seconds: float = 3.0
+    zombie_min_seconds: float = 30.0
     zombie_max_seconds: float = 900.0
 
     @classmethod
