@@ -317,6 +317,24 @@ def test_past_the_deadline_the_example_answers_503_with_retry_after(
     service.db.close()
 
 
+def test_no_call_outlives_the_invocation(api: tuple[Backend, Any], api_db: Any) -> None:
+    """A statement slower than the time left is cut by the HTTP timeout, then 503, in time."""
+    backend, _ = api
+    slow = "SELECT SLEEP(3)" if backend.engine == "mysql" else "SELECT pg_sleep(3)"
+    api_db.close()
+
+    @database_lifecycle(api_db, logger=_Quiet())
+    def handler(event: Any, context: Any) -> Any:
+        return api_db.execute_sql(slow).fetchall()
+
+    context = LambdaContext(timeout=1.5)
+    with pytest.raises(DatabaseUnavailable):
+        handler({}, context)
+    assert context.get_remaining_time_in_millis() > 0
+    # With time enough the same database answers (a fresh invocation, no deadline issue).
+    assert handler({}, LambdaContext(timeout=30)) is not None
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 CLUSTER = "arn:aws:rds:eu-west-1:123456789012:cluster:prod"
