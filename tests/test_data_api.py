@@ -196,6 +196,14 @@ def test_insert_many_is_one_batch_and_all_or_nothing(api: tuple[Backend, Any], a
     rows = [{"name": f"n{i}", "count": i} for i in range(5)]
     assert thing.insert_many(rows).as_rowcount().execute() == 5
     assert endpoint.service.calls["BatchExecuteStatement"] == batches + 1
+    # With the new ids wanted: MySQL's first id from generatedFields (the batch), PostgreSQL's
+    # every id from RETURNING (one multi-row statement: a batch returns no records there).
+    result = thing.insert_many([{"name": "r1"}, {"name": "r2"}]).execute()
+    if backend.engine == "mysql":
+        assert result == 6 and endpoint.service.calls["BatchExecuteStatement"] == batches + 2
+    else:
+        assert [row[0] for row in result] == [6, 7]
+    thing.delete().where(thing.name.in_(["r1", "r2"])).execute()
     # A duplicate in the middle of a batch: nothing of the batch is written.
     bad = [{"name": "fresh1"}, {"name": "n3"}, {"name": "fresh2"}]
     with pytest.raises(peewee.IntegrityError) as caught:
