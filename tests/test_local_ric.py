@@ -54,8 +54,7 @@ def example_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out,
         python_version=PYTHON,
         architecture=ARCH or "x86_64",
-        extras=("mysql", "postgres"),
-        package_root=ROOT,
+        extras=("api", "mysql", "postgres"),
     )
     return out
 
@@ -66,9 +65,9 @@ def example_root(example_zip: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def example_handler(task_root: Path) -> str:
-    """The example's handler in this zip layout (app folder at its import path or at the root)."""
-    if (task_root / "examples" / "users" / "app.py").exists():
-        return "examples.users.app.handler"
+    """The example's handler in this zip layout (the example is a package: ``users/``)."""
+    if (task_root / "users" / "app.py").exists():
+        return "users.app.handler"
     return "app.handler"
 
 
