@@ -224,3 +224,11 @@ def test_template_supplies_handler_timeout_and_environment(tmp_path: Path) -> No
         "v2",
     )
     assert fn.environment == {"GREETING": "hi"}  # !Sub cannot be resolved locally: left out
+
+
+def test_a_source_tree_handler_finds_its_deployed_function(tmp_path: Path) -> None:
+    from peewee_serverless.local.template import read_template
+
+    (tmp_path / "template.yaml").write_text(TEMPLATE.format(api="Api"))
+    fn = read_template(str(tmp_path / "template.yaml"), "examples.fn.app.handler")
+    assert (fn.logical_id, fn.event_version) == ("Fn", "v1")
