@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
     "migrate": "peewee_serverless.migrate:add_command",
     "package": "peewee_serverless.packaging:add_command",
+    "data-api": "peewee_serverless.data_api.endpoint:add_command",
 }
 
 PROG = "peewee-serverless"
