@@ -1,7 +1,11 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
-Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default ``sqlite,mariadb,postgres``).
-A listed server that cannot be reached FAILS the run; leave it out of the list to opt out.
+Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
+``sqlite,mariadb,postgres,pgbouncer``). A listed server that cannot be reached FAILS the run;
+leave it out of the list to opt out. ``pgbouncer`` is the PostgreSQL test database reached
+through a PgBouncer of this test run (transaction pooling, ``DB_MODE=proxy``): a way to reach a
+server rather than an engine, so only the example service's tests run on it
+(:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture does not.
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
 """
@@ -26,13 +30,19 @@ from peewee_serverless import database_from_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
 
-ALL_BACKENDS = ("sqlite", "mariadb", "postgres")
+ALL_BACKENDS = ("sqlite", "mariadb", "postgres", "pgbouncer")
+#: Ways to reach a server that only the example service's test body runs on.
+EXAMPLE_ONLY_BACKENDS = ("pgbouncer",)
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
     if b.strip()
 )
-SERVER_BACKENDS = tuple(b for b in SELECTED if b != "sqlite")
+#: What the ``backend`` fixture runs on: the engines themselves.
+GENERAL_BACKENDS = tuple(b for b in SELECTED if b not in EXAMPLE_ONLY_BACKENDS)
+#: What the example service's tests run on (``example_backend``).
+EXAMPLE_BACKENDS = SELECTED
+SERVER_BACKENDS = tuple(b for b in GENERAL_BACKENDS if b != "sqlite")
 TEST_DB = os.environ.get("PEEWEE_SERVERLESS_TEST_DB", "peewee_serverless_test")
 
 MYSQL_ADMIN = {
@@ -191,24 +201,63 @@ def backend_env(name: str, tmp: Path) -> dict[str, str]:
     return env
 
 
-def make_backend(name: str, tmp: Path) -> Backend:
-    """Prepare ``name`` (create its database once per run, empty its tables) and describe it."""
+def make_backend(name: str, tmp: Path, proxy_env: dict[str, str] | None = None) -> Backend:
+    """Prepare ``name`` (create its database once per run, empty its tables) and describe it.
+
+    ``proxy_env``: the DB_* variables that reach the server through a proxy (``pgbouncer``).
+    """
     if name not in SELECTED:  # a direct call for a backend the run opted out of
         pytest.skip(f"{name} left out by PEEWEE_SERVERLESS_TEST_BACKENDS")
-    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}[name]
+    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}.get(name, "postgres")
     if engine != "sqlite" and engine not in _ready:
         _ensure_server_database(engine)
         _ready.add(engine)
-    backend = Backend(name, engine, backend_env(name, tmp), tmp)
+    backend = Backend(name, engine, proxy_env or backend_env(name, tmp), tmp)
     if engine != "sqlite":
         _drop_all_tables(backend)
     return backend
 
 
-@pytest.fixture(params=SELECTED)
+@pytest.fixture(scope="session")
+def pgbouncer_proxy() -> Iterator[Any]:
+    """A PgBouncer (transaction pooling) in front of the PostgreSQL test server, for this run."""
+    from .pgbouncer import PgBouncer
+
+    try:
+        bouncer = PgBouncer(PG_ADMIN["host"], PG_ADMIN["port"], users=[PG_ADMIN["user"]])
+        bouncer.start()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(
+            f"backend pgbouncer could not start ({exc}); install the Debian package pgbouncer "
+            "(scripts/services does) or opt out with PEEWEE_SERVERLESS_TEST_BACKENDS",
+            pytrace=False,
+        )
+    yield bouncer
+    bouncer.stop()
+
+
+def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    name = request.param
+    proxy_env = None
+    if name == "pgbouncer":
+        proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)
+        if PG_ADMIN["password"]:
+            proxy_env["DB_PASSWORD"] = PG_ADMIN["password"]
+    return make_backend(name, tmp_path, proxy_env)
+
+
+@pytest.fixture(params=GENERAL_BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every backend selected for this run, each with an empty test database."""
-    b = make_backend(request.param, tmp_path)
+    """Every engine selected for this run, each with an empty test database."""
+    b = _make_selected_backend(request, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture(params=EXAMPLE_BACKENDS)
+def example_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend the example service runs on: the engines and the ways to reach them."""
+    b = _make_selected_backend(request, tmp_path)
     yield b
     b.close()
 
@@ -259,7 +308,7 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
     from peewee_serverless.migrate import run_migrations
 
-    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER"):
+    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER", "DB_MODE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
@@ -275,9 +324,11 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
 
 @pytest.fixture
-def users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[UsersService]:
-    """The example service on every backend."""
-    service = load_users_service(backend, monkeypatch)
+def users_service(
+    example_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[UsersService]:
+    """The example service on every backend it runs on (:data:`EXAMPLE_BACKENDS`)."""
+    service = load_users_service(example_backend, monkeypatch)
     yield service
     if not service.db.is_closed():
         service.db.finish()

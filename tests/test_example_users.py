@@ -20,6 +20,12 @@ from .conftest import ROOT, Backend, UsersService, load_users_service
 JSON = [("Content-Type", "application/json")]
 
 
+@pytest.fixture
+def backend(example_backend: Backend) -> Backend:
+    """Here ``backend`` is every backend of the example (PgBouncer included), not only engines."""
+    return example_backend
+
+
 def call(
     service: UsersService,
     method: str,

@@ -1,7 +1,7 @@
 """The users service: ``POST /users``, ``GET /users`` (cursor-paginated), ``GET /users/{id}``.
 
-One handler answers API Gateway REST (v1) and HTTP API (v2) events. Deploy with the handler
-``examples.users.app.handler``; run locally with
+One handler answers API Gateway REST (v1) and HTTP API (v2) events. Deployed with the handler
+``users.app.handler`` (the zip stores this folder as the package ``users``); run locally with
 ``peewee-serverless serve examples.users.app:handler``.
 
 The routes call a *users store* (``store.py``; ``USERS_STORE`` picks it, ``sql`` by default)

@@ -13,7 +13,8 @@
      │                                 elsewhere -> HTTP 409 + Retry-After (raised as
      │                                 ``idempotency.IdempotencyRequestInProgress``, which is
      │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
-     └── MigrationLockTimeout          another migrator held the migration lock too long
+     ├── MigrationLockTimeout          another migrator held the migration lock too long
+     └── PackagingError                a deployment zip could not be built (names the cause)
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -34,6 +35,7 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
     "RequestInProgress",
     "ServerReadOnly",
@@ -119,6 +121,11 @@ class MigrationLockTimeout(PeeweeServerlessError):
         self.name = name
         self.timeout = timeout
         super().__init__(message)
+
+
+class PackagingError(PeeweeServerlessError):
+    """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
+    that must not ship, or a handler that does not import. The message names the cause."""
 
 
 class ErrorKind(enum.Enum):

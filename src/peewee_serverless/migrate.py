@@ -16,6 +16,18 @@ adds only what a deploy needs on top of that runner:
   Peewee's own generator (``playhouse.schema_diff`` + ``playhouse.migrations.template``);
 * :func:`add_command`: ``peewee-serverless migrate [up|down|status|create NAME]``.
 
+Through a connection multiplexer (``DB_MODE=proxy``: RDS Proxy, PgBouncer in transaction pooling)
+consecutive transactions may run on different server sessions, so a session-level lock (and the
+session check below) means nothing there. On PostgreSQL each migration then runs as ONE
+transaction that first takes ``pg_advisory_xact_lock`` (released by its own COMMIT or ROLLBACK,
+waiting at most the lock timeout set with ``SET LOCAL``-scoped ``set_config(..., true)``),
+re-reads the history and applies the migration only if nobody else did: DDL is transactional
+there, so a migration and its history row commit together or not at all. A migration declaring
+``atomic = False`` cannot be one transaction and is refused with a message to use the direct
+endpoint. MySQL keeps ``GET_LOCK``: RDS Proxy pins the session that takes it for as long as the
+migrator stays connected, which is what a migration needs (its DDL commits implicitly, so no
+transaction-scoped lock could cover it).
+
 Setting: ``DB_MIGRATION_LOCK_TIMEOUT`` (seconds, default 60): how long to wait for another
 migrator before giving up with :class:`~peewee_serverless.errors.MigrationLockTimeout`.
 """
@@ -276,6 +288,71 @@ class _SessionGuardedRunner(Runner):
         return super()._run(name, module, direction, fake=fake)
 
 
+class _TransactionLockedRunner(Runner):
+    """Peewee's runner for PostgreSQL behind a transaction-pooling proxy (``DB_MODE=proxy``).
+
+    Every migration is one transaction: ``pg_advisory_xact_lock``, re-read of the history, the
+    migration, its history row, COMMIT. Nothing is held between transactions, so it works
+    whichever server session each transaction lands on; a second migrator waits on the lock and
+    then finds the migration recorded and skips it.
+    """
+
+    def __init__(self, db: Any, *args: Any, lock_name: str, timeout: float, **kwargs: Any) -> None:
+        super().__init__(db, *args, **kwargs)
+        self._key = advisory_key(lock_name)
+        self._lock_name = lock_name
+        self._timeout = timeout
+        self._skipped: set[str] = set()
+
+    def _lock(self) -> None:
+        db = self.database
+        wait_ms = f"{max(1, int(self._timeout * 1000))}ms"
+        # is_local=true: SET LOCAL, gone at COMMIT, never leaks into another client's session.
+        db.execute_sql("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
+        try:
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+        except DatabaseError as exc:
+            if getattr(driver_error(exc), "pgcode", None) != "55P03":
+                raise
+            raise _timed_out(self._lock_name, self._timeout, exc) from exc
+
+    def _create_history(self) -> None:
+        # Two first-ever migrators creating the table at once would collide in the catalog.
+        with self.database.atomic():
+            self._lock()
+            self.History.create_table()
+
+    def up(self, target: str | None = None, fake: bool = False) -> list[str]:
+        self._create_history()
+        names: list[str] = super().up(target, fake=fake)
+        return [n for n in names if n not in self._skipped]
+
+    def down(self, target: str | None = None) -> list[str]:
+        names: list[str] = super().down(target)
+        return [n for n in names if n not in self._skipped]
+
+    def _run(self, name: str, module: Any, direction: str, fake: bool = False) -> Any:
+        if not getattr(module, "atomic", True):
+            raise MigrationError(
+                f"{name} sets atomic = False and cannot run as one transaction through a "
+                "connection proxy (DB_MODE=proxy): run migrations against the database's direct "
+                "endpoint (DB_MODE=direct)"
+            )
+        with self.database.atomic():
+            self._lock()
+            recorded = self.History.select().where(self.History.name == name).exists()
+            if recorded is (direction == "up"):
+                self._skipped.add(name)  # another migrator did it while we waited
+                return None
+            # The runner's own atomic() nests as a savepoint inside this transaction.
+            return super()._run(name, module, direction, fake=fake)
+
+
+def _behind_proxy(db: Any) -> bool:
+    options = getattr(db, "options", None)
+    return getattr(options, "mode", "direct") == "proxy" and isinstance(db, PostgresqlDatabase)
+
+
 def run_migrations(
     db: Any,
     directory: str | os.PathLike[str],
@@ -294,6 +371,14 @@ def run_migrations(
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
     path = _check_directory(directory)
+    if _behind_proxy(db):
+        wait = lock_timeout_from_env() if lock_timeout is None else max(0.0, float(lock_timeout))
+        with _connected(db):
+            proxied = _TransactionLockedRunner(
+                db, path, table_name=table_name, lock_name=default_lock_name(db), timeout=wait
+            )
+            done: list[str] = proxied.up(target) if direction == "up" else proxied.down(target)
+            return done
     with _connected(db), migration_lock(db, timeout=lock_timeout):
         runner = _SessionGuardedRunner(db, path, table_name=table_name)
         # The runner reads the history now, after the lock: a waiter sees the holder's work.
