@@ -3,11 +3,13 @@
 Its code blocks whose first line is ``# <path>`` are the files of a function folder (flat layout)
 and are written to a temporary folder, except ``migrations/...`` blocks, which show what a
 command writes and are compared with it (the generator's timestamp aside). Every ``$ command``
-of its console block then runs there, with this checkout's ``peewee-serverless``, ``pytest``
-and ``mypy`` on the PATH, and must print what the README shows (``...`` matches anything, as
-in doctest). ``export`` sets the environment of the later commands; a command ending in ``&``
-is started in the background and its first line awaited. The README's port is replaced by a
-free one, so a server already on it cannot interfere.
+of its console blocks then runs, with this checkout's ``peewee-serverless``, ``pytest`` and
+``mypy`` on the PATH, and must print what the README shows (``...`` matches anything, as in
+doctest): the block with ``migrate`` inside the function folder, then the block with
+``package`` (and ``invoke --zip``) next to it. ``export`` sets the environment of the later
+commands; a command ending in ``&`` is started in the background until a line of its output
+matches the README's. The README's port is replaced by a free one, so that a server already on
+it cannot interfere.
 """
 
 from __future__ import annotations
@@ -66,15 +68,18 @@ def matches(want: str, got: str) -> bool:
     return checker.check_output(want.rstrip("\n") + "\n", got, doctest.ELLIPSIS)
 
 
-def wait_for_line(path: Path, proc: subprocess.Popen[bytes]) -> str:
+def wait_for_line(path: Path, proc: subprocess.Popen[bytes], want: str) -> str:
+    """The first line the background command prints that matches ``want`` (its ready line)."""
     deadline = time.monotonic() + READY_TIMEOUT
+    text = ""
     while time.monotonic() < deadline:
         text = path.read_text() if path.exists() else ""
-        if "\n" in text:
-            return text.split("\n", 1)[0] + "\n"
+        for line in text.splitlines(keepends=True):
+            if line.endswith("\n") and matches(want, line):
+                return line
         assert proc.poll() is None, f"background command exited: {text}"
         time.sleep(0.05)  # polling a condition (the ready line), bounded by the deadline
-    raise AssertionError(f"no output from the background command in {READY_TIMEOUT}s")
+    raise AssertionError(f"no line like {want!r} from the background command: {text}")
 
 
 def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
@@ -82,7 +87,7 @@ def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()
     expected_files: dict[str, str] = {}
-    console = None
+    cycle = package = None
     for language, body in blocks(text):
         first = body.split("\n", 1)[0]
         found = FILE_LINE.match(first)
@@ -94,8 +99,10 @@ def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
                 (folder / path).parent.mkdir(parents=True, exist_ok=True)
                 (folder / path).write_text(body)
         elif language == "console" and "$ peewee-serverless migrate" in body:
-            console = body
-    assert console is not None, "the section's console block is gone"
+            cycle = body
+        elif language == "console" and "$ peewee-serverless package" in body:
+            package = body
+    assert cycle is not None and package is not None, "a console block of the section is gone"
     assert {"models.py", "app.py", "conftest.py", "tests/test_notes.py"} <= {
         str(p.relative_to(folder)) for p in folder.rglob("*.py")
     }
@@ -106,8 +113,11 @@ def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     background: list[subprocess.Popen[bytes]] = []
     ran = []
+    steps = [(folder, cmd) for cmd in commands(cycle)] + [
+        (tmp_path, cmd) for cmd in commands(package)
+    ]
     try:
-        for command, want in commands(console):
+        for cwd, (command, want) in steps:
             command = command.replace(README_PORT, port)
             want = want.replace(README_PORT, port)
             if command.startswith("export "):
@@ -119,21 +129,21 @@ def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
                 with open(log, "wb") as out:
                     proc = subprocess.Popen(
                         ["bash", "-c", f"exec {command[:-1].strip()}"],
-                        cwd=folder,
+                        cwd=cwd,
                         env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
                 background.append(proc)
-                got = wait_for_line(log, proc)
+                got = wait_for_line(log, proc, want)
             else:
                 done = subprocess.run(
                     ["bash", "-c", command],
-                    cwd=folder,
+                    cwd=cwd,
                     env=env,
                     capture_output=True,
                     text=True,
-                    timeout=180,
+                    timeout=300,
                 )
                 assert done.returncode == 0, (command, done.stdout, done.stderr)
                 got = done.stdout
@@ -143,7 +153,8 @@ def test_readme_function_runs_as_documented(tmp_path: Path) -> None:
         for proc in background:
             proc.terminate()
             proc.wait(timeout=30)
-    assert ran.count("peewee-serverless") >= 3 and "pytest" in ran and "mypy" in ran
+    assert ran.count("peewee-serverless") >= 5 and "pytest" in ran and "mypy" in ran
+    assert (tmp_path / "dist" / "function.zip").is_file()
 
     assert expected_files, "the section no longer shows a generated migration"
     for path, shown in expected_files.items():
