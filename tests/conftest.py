@@ -1,11 +1,14 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
 Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
-``sqlite,mariadb,postgres,pgbouncer``). A listed server that cannot be reached FAILS the run;
-leave it out of the list to opt out. ``pgbouncer`` is the PostgreSQL test database reached
-through a PgBouncer of this test run (transaction pooling, ``DB_MODE=proxy``): a way to reach a
-server rather than an engine, so only the example service's tests run on it
-(:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture does not.
+``sqlite,mariadb,postgres,pgbouncer,data-api-mysql,data-api-postgres``). A listed server that
+cannot be reached FAILS the run; leave it out of the list to opt out. ``pgbouncer`` is the
+PostgreSQL test database reached through a PgBouncer of this test run (transaction pooling,
+``DB_MODE=proxy``); ``data-api-mysql`` / ``data-api-postgres`` are Peewee over Aurora's Data API
+protocol, served by ``peewee_serverless.data_api.endpoint`` (started here, in a thread) on the same
+MariaDB / PostgreSQL servers. Those are ways to reach a server rather than engines, so only the
+example service's tests run on them (:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture
+does not.
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +34,17 @@ from peewee_serverless import database_from_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
 
-ALL_BACKENDS = ("sqlite", "mariadb", "postgres", "pgbouncer")
+ALL_BACKENDS = (
+    "sqlite",
+    "mariadb",
+    "postgres",
+    "pgbouncer",
+    "data-api-mysql",
+    "data-api-postgres",
+)
+DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
 #: Ways to reach a server that only the example service's test body runs on.
-EXAMPLE_ONLY_BACKENDS = ("pgbouncer",)
+EXAMPLE_ONLY_BACKENDS = ("pgbouncer", *DATA_API_BACKENDS)
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
@@ -43,6 +55,11 @@ GENERAL_BACKENDS = tuple(b for b in SELECTED if b not in EXAMPLE_ONLY_BACKENDS)
 #: What the example service's tests run on (``example_backend``).
 EXAMPLE_BACKENDS = SELECTED
 SERVER_BACKENDS = tuple(b for b in GENERAL_BACKENDS if b != "sqlite")
+DATA_API_CLUSTERS = {
+    "mysql": "arn:aws:rds:us-east-1:123456789012:cluster:local-mysql",
+    "postgres": "arn:aws:rds:us-east-1:123456789012:cluster:local-postgres",
+}
+DATA_API_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:local-AbCdEf"
 TEST_DB = os.environ.get("PEEWEE_SERVERLESS_TEST_DB", "peewee_serverless_test")
 
 MYSQL_ADMIN = {
@@ -99,12 +116,32 @@ class Backend:
             cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def kill(self, connection_id: int) -> None:
-        """Kill a server session from outside, as a server restart or reaper would."""
+    def kill(self, connection_id: int, wait: bool = True) -> None:
+        """Kill a server session from outside, as a server restart or reaper would.
+
+        With ``wait`` return once the server no longer lists it (``pg_terminate_backend`` only
+        signals the backend; bounded), so "killed" means killed. One short-lived connection.
+        """
         if self.engine == "mysql":
-            self.query(f"KILL {int(connection_id)}")
+            conn = pymysql.connect(database=TEST_DB, autocommit=True, **MYSQL_ADMIN)
+            kill = f"KILL {int(connection_id)}"
+            listed = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s"
         else:
-            self.query("SELECT pg_terminate_backend(%s)", (connection_id,))
+            conn = psycopg2.connect(dbname=TEST_DB, **PG_ADMIN)
+            conn.autocommit = True
+            kill = f"SELECT pg_terminate_backend({int(connection_id)})"
+            listed = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s"
+        try:
+            with conn.cursor() as cur:
+                cur.execute(kill)
+                deadline = time.monotonic() + 10.0
+                while wait and time.monotonic() < deadline:
+                    cur.execute(listed, (connection_id,))
+                    if cur.fetchone()[0] == 0:
+                        break
+                    time.sleep(0.002)  # poll interval; the condition is re-read each round
+        finally:
+            conn.close()
 
     def connection_ids(self) -> set[int]:
         """Server session ids connected to the test database (our admin connections excluded)."""
@@ -174,8 +211,16 @@ def _drop_all_tables(backend: Backend) -> None:
 _ready: set[str] = set()
 
 
-def backend_env(name: str, tmp: Path) -> dict[str, str]:
+def backend_env(name: str, tmp: Path, data_api_url: str = "") -> dict[str, str]:
     """The environment a function would have for ``name`` (DB_* variables)."""
+    if name in DATA_API_BACKENDS:
+        engine = "mysql" if name == "data-api-mysql" else "postgres"
+        scheme = "mysql" if engine == "mysql" else "postgresql"
+        return {
+            "DATABASE_URL": f"{scheme}+data-api://{DATA_API_CLUSTERS[engine]}/{TEST_DB}"
+            f"?secret_arn={DATA_API_SECRET}",
+            "AWS_ENDPOINT_URL_RDS_DATA": data_api_url,
+        }
     if name == "sqlite":
         return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
     if name == "mariadb":
@@ -201,21 +246,65 @@ def backend_env(name: str, tmp: Path) -> dict[str, str]:
     return env
 
 
+ENGINE_OF = {
+    "sqlite": "sqlite",
+    "mariadb": "mysql",
+    "postgres": "postgres",
+    "pgbouncer": "postgres",
+    "data-api-mysql": "mysql",
+    "data-api-postgres": "postgres",
+}
+
+
 def make_backend(name: str, tmp: Path, proxy_env: dict[str, str] | None = None) -> Backend:
     """Prepare ``name`` (create its database once per run, empty its tables) and describe it.
 
-    ``proxy_env``: the DB_* variables that reach the server through a proxy (``pgbouncer``).
+    ``proxy_env``: the variables that reach the server another way (``pgbouncer``, Data API).
     """
     if name not in SELECTED:  # a direct call for a backend the run opted out of
         pytest.skip(f"{name} left out by PEEWEE_SERVERLESS_TEST_BACKENDS")
-    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}.get(name, "postgres")
+    engine = ENGINE_OF[name]
     if engine != "sqlite" and engine not in _ready:
         _ensure_server_database(engine)
         _ready.add(engine)
     backend = Backend(name, engine, proxy_env or backend_env(name, tmp), tmp)
     if engine != "sqlite":
-        _drop_all_tables(backend)
+        # Directly on the server (also for the Data API backends: same server, fewer hops).
+        direct = "mariadb" if engine == "mysql" else "postgres"
+        _drop_all_tables(Backend(direct, engine, backend_env(direct, tmp), tmp))
     return backend
+
+
+@pytest.fixture(scope="session")
+def data_api_endpoint() -> Iterator[Any]:
+    """The local Data API endpoint on the shared servers, for the whole run.
+
+    boto3 needs credentials to sign (the endpoint does not check them): fake ones are set for
+    the run when none are configured, never replacing real ones.
+    """
+    from peewee_serverless.data_api.endpoint import ClusterTarget, DataApiEndpoint
+
+    clusters = {
+        DATA_API_CLUSTERS["mysql"]: ClusterTarget(
+            "mysql", MYSQL_ADMIN["host"], MYSQL_ADMIN["port"], MYSQL_ADMIN["user"],
+            MYSQL_ADMIN["password"], TEST_DB,
+        ),
+        DATA_API_CLUSTERS["postgres"]: ClusterTarget(
+            "postgres", PG_ADMIN["host"], PG_ADMIN["port"], PG_ADMIN["user"],
+            PG_ADMIN["password"], TEST_DB,
+        ),
+    }  # fmt: skip
+    endpoint = DataApiEndpoint(clusters, secret_arns=frozenset((DATA_API_SECRET,))).start()
+    added = {}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if not os.environ.get(key):
+            added[key] = os.environ[key] = "testing"
+    try:
+        yield endpoint
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        endpoint.stop()
 
 
 @pytest.fixture(scope="session")
@@ -243,6 +332,10 @@ def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Ba
         proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)
         if PG_ADMIN["password"]:
             proxy_env["DB_PASSWORD"] = PG_ADMIN["password"]
+    elif name in DATA_API_BACKENDS:
+        endpoint = request.getfixturevalue("data_api_endpoint")
+        endpoint.service.clear_faults()
+        proxy_env = backend_env(name, tmp_path, endpoint.url)
     return make_backend(name, tmp_path, proxy_env)
 
 

@@ -257,7 +257,9 @@ def driver_error(exc: BaseException) -> BaseException:
     current: BaseException = exc
     while seen < 5:
         module = type(current).__module__ or ""
-        if module.startswith(("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3")):
+        if module.startswith(
+            ("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3", "peewee_serverless.data_api")
+        ):
             return current
         nxt = current.__cause__ or current.__context__
         if nxt is None:
@@ -277,6 +279,11 @@ def _mysql_code(err: BaseException) -> int | None:
 def classify(exc: BaseException) -> ErrorKind:
     """Say what a (possibly Peewee-wrapped) driver error means, by code where there is one."""
     err = driver_error(exc)
+    # Our own Data API driver knows what its errors mean (it reads the codes the Data API
+    # embeds in its messages, see data_api.driver) and says so.
+    own = getattr(err, "error_kind", None)
+    if isinstance(own, ErrorKind):
+        return own
     module = type(err).__module__ or ""
     if module.startswith(("pymysql", "MySQLdb")) or (
         err is exc and _mysql_code(err) is not None and not module.startswith("psycopg")

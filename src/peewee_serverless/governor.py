@@ -49,6 +49,7 @@ session. Connect retry (:mod:`.backoff`) stays on in both modes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -196,7 +197,9 @@ class GovernorMixin:
             " ORDER BY p.TIME DESC LIMIT %s"
         )
         try:
-            rows = self.execute_sql(sql, (int(idle_seconds), MAX_REAP)).fetchall()
+            # TIME is whole seconds since the last statement ended: rounding the threshold up
+            # keeps every kill at or above it (retirement relies on that, see database.py).
+            rows = self.execute_sql(sql, (math.ceil(idle_seconds), MAX_REAP)).fetchall()
         except Exception as exc:
             if _mysql_errno(exc) != _ER_SPECIFIC_ACCESS_DENIED:
                 raise
