@@ -335,7 +335,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
         ),
         "",
         f"Cold start, median of {result['runs']} (ms; ratio against the in-process import + first "
-        "invocation):",
+        "invocation). The in-process figures are a fresh `python` of the dev venv importing "
+        "from the source tree; a container runs `python -S` on the unpacked zip (no scan of the "
+        "dev venv's site-packages and `.pth` hooks), and its time includes the Runtime API "
+        "round trips:",
         "",
         table(["what", "ms", "ratio"], cold_rows, "lrr"),
         "",
