@@ -10,7 +10,6 @@ with nothing installed; its ``sys.path`` is the zip, then a folder holding boto3
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
@@ -32,7 +31,15 @@ from peewee_serverless.packaging import (
 )
 
 from .conftest import Backend
-from .packaging_functions import EVENTS, FLAT, PACKAGE, write_function
+from .packaging_functions import (
+    EVENTS,
+    FLAT,
+    PACKAGE,
+    assert_create_duplicate_get,
+    example_events,
+    run_task,
+    write_function,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "users"
@@ -171,36 +178,6 @@ def test_size_report(example_zip: PackageReport, wheels: Path, tmp_path: Path) -
 
 
 # -- running the unpacked zips -------------------------------------------------------------------
-RUNNER = r"""
-import importlib, json, sys
-
-class Context:
-    function_name = "fn"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:fn"
-    aws_request_id = "req-1"
-    def get_remaining_time_in_millis(self):
-        return 10_000
-
-prelude, handler_name, events = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
-if prelude:
-    module, _, attr = prelude.rpartition(".")
-    getattr(importlib.import_module(module), attr)({}, Context())  # the migration function
-module, _, attr = handler_name.rpartition(".")
-handler = getattr(importlib.import_module(module), attr)
-answers, last_id = [], None
-for event in events:
-    text = json.dumps(event).replace("$ID", str(last_id))
-    answer = handler(json.loads(text), Context())
-    answers.append(answer)
-    if answer.get("statusCode") == 201 and last_id is None:
-        last_id = json.loads(answer["body"])["id"]
-import peewee_serverless, boto3
-where = {"library": peewee_serverless.__file__, "boto3": boto3.__file__}
-print(json.dumps({"answers": answers, **where}))
-"""
-
-
 @pytest.fixture(scope="session")
 def lambda_runtime(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Path:
     """Stands in for Lambda's ``/var/runtime``: boto3, which the zip leaves out on purpose."""
@@ -238,34 +215,7 @@ def run_zip(
     task = tmp_path / "task"  # Lambda unpacks to /var/task
     with zipfile.ZipFile(report.zip_path) as zf:
         zf.extractall(task)
-    (tmp_path / "events.json").write_text(json.dumps(events))
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        # Lambda's order: the function's code (/var/task), then the runtime's (/var/runtime).
-        "PYTHONPATH": os.pathsep.join((str(task), str(runtime))),
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        **backend.env,
-    }
-    done = subprocess.run(
-        [str(clean_python), "-s", "-c", RUNNER, prelude, report.handler, "events.json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(result["library"]).is_relative_to(task)
-    assert Path(result["boto3"]).is_relative_to(runtime)  # not shipped in the zip
-    return list(result["answers"])
-
-
-def assert_create_duplicate_get(answers: list[dict[str, Any]]) -> None:
-    assert [a["statusCode"] for a in answers] == [201, 409, 200], answers
-    created, got = json.loads(answers[0]["body"]), json.loads(answers[2]["body"])
-    assert got["id"] == created["id"]
+    return run_task(task, report.handler, events, backend.env, clean_python, runtime, prelude)
 
 
 def test_flat_zip_answers_in_a_clean_venv(
@@ -286,22 +236,12 @@ def test_package_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["code"] == "ORD-HELLO WORLD"
 
 
-def example_events() -> list[dict[str, Any]]:
-    events = EXAMPLE / "events"
-    create = json.loads((events / "create_user_v2.json").read_text())
-    duplicate = json.loads(json.dumps(create))  # another name, same email: a new request
-    duplicate["body"] = json.dumps({"name": "Grace B. Hopper", "email": "GRACE@example.com"})
-    get = json.loads((events / "get_user_v2.json").read_text())
-    get["rawPath"] = get["requestContext"]["http"]["path"] = "/users/$ID"
-    return [create, duplicate, get]
-
-
 def test_example_zip_answers_in_a_clean_venv(
     example_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     answers = run_zip(
-        example_zip, example_events(), backend, clean_python, lambda_runtime, tmp_path,
+        example_zip, example_events(EXAMPLE), backend, clean_python, lambda_runtime, tmp_path,
         prelude="users.migrate_handler.handler",
     )  # fmt: skip
     assert_create_duplicate_get(answers)

@@ -91,13 +91,17 @@ class ConnectionLost(DatabaseUnavailable):
 class RequestInProgress(PeeweeServerlessError):
     """An idempotent call with the same key is running in another invocation.
 
-    ``retry_after`` is the number of whole seconds (at least 1) until that invocation's claim
-    lapses at the latest (its Lambda timeout): by then it has either completed, and a retry gets
-    its answer, or died, and a retry takes the key over.
+    ``retry_after`` is the hint for the client in whole seconds (1: a live call finishes within
+    it). ``expires_in`` is the number of seconds until that invocation's claim lapses at the
+    latest (its Lambda timeout; ``None`` when it recorded none): by then it has completed, and a
+    retry gets its answer, or it died, and a retry takes the key over and runs the call.
     """
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int = 1, expires_in: int | None = None
+    ) -> None:
         self.retry_after = max(1, int(retry_after))
+        self.expires_in = expires_in
         super().__init__(message)
 
 

@@ -173,6 +173,18 @@ def _copy_function(source: FunctionSource, staging: Path) -> None:
         shutil.copyfile(item.path, destination)
 
 
+def _own_requirements(source: FunctionSource) -> Path | None:
+    """The function's requirements.txt: in its folder, else (a package) in the folder SAM builds.
+
+    A package-layout function is built by SAM from its parent folder (CodeUri), which is where
+    SAM reads requirements.txt; a flat function's folder is its CodeUri.
+    """
+    candidates = [source.folder / "requirements.txt"]
+    if source.layout == "package":
+        candidates.append(source.folder.parent / "requirements.txt")
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def _default_template() -> Path | None:
     candidate = Path("template.yaml")
     return candidate if candidate.is_file() else None
@@ -247,8 +259,8 @@ def build_package(
     environment = dict(tmpl.environment) if tmpl is not None else {}
 
     files = [Path(p) for p in requirements]
-    own = source.folder / "requirements.txt"
-    if own.is_file():
+    own = _own_requirements(source)
+    if own is not None:
         files.insert(0, own)
     function_requirements = read_requirements(files)
 
