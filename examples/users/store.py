@@ -10,7 +10,8 @@ A store's ``create_user`` is idempotent on ``request`` (``{"key": <Idempotency-K
 answer, a reused key with another body raises ``IdempotencyValidationError``, a call while the
 first still runs raises :class:`~peewee_serverless.errors.RequestInProgress` (or Powertools'
 ``IdempotencyAlreadyInProgressError`` / ``IdempotencyInconsistentStateError``), a taken email
-raises :class:`EmailTaken`.
+raises :class:`EmailTaken`, a value the database cannot store as given raises
+:class:`ValueNotStorable` (nothing is written; the API answers 422 naming the field).
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from typing import Any, Protocol
 
 from peewee_serverless import ConfigurationError
 
-__all__ = ["EmailTaken", "UsersStore", "store_from_env"]
+__all__ = ["EmailTaken", "UsersStore", "ValueNotStorable", "store_from_env"]
 
 
 class EmailTaken(Exception):
     """Another user has this (normalised) email; nothing was written."""
+
+
+class ValueNotStorable(ValueError):
+    """The database refused ``field``'s value as given (e.g. a 4-byte character in a 3-byte
+    ``utf8mb3`` column before migration 0003); nothing was written."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class UsersStore(Protocol):
