@@ -280,3 +280,12 @@ def test_sigterm_to_serve_ends_its_frozen_containers(tmp_path: Path) -> None:
     assert proc.returncode == 128 + 15
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_invoke_runtime_ric_runs_a_source_folder_under_awslambdaric() -> None:
+    done = run("invoke", "tests.apps.echo:handler", "--runtime", "ric", "--event", "-", stdin="{}")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(json.loads(done.stdout)["body"])
+    request_id = body["context"]["aws_request_id"]
+    assert f"REPORT RequestId: {request_id} [c1 cold" in done.stderr  # delivered by our API
+    assert 0 < body["context"]["remaining_ms"] <= 30_000
