@@ -196,6 +196,14 @@ def test_insert_many_is_one_batch_and_all_or_nothing(api: tuple[Backend, Any], a
     rows = [{"name": f"n{i}", "count": i} for i in range(5)]
     assert thing.insert_many(rows).as_rowcount().execute() == 5
     assert endpoint.service.calls["BatchExecuteStatement"] == batches + 1
+    # With the new ids wanted: MySQL's first id from generatedFields (the batch), PostgreSQL's
+    # every id from RETURNING (one multi-row statement: a batch returns no records there).
+    result = thing.insert_many([{"name": "r1"}, {"name": "r2"}]).execute()
+    if backend.engine == "mysql":
+        assert result == 6 and endpoint.service.calls["BatchExecuteStatement"] == batches + 2
+    else:
+        assert [row[0] for row in result] == [6, 7]
+    thing.delete().where(thing.name.in_(["r1", "r2"])).execute()
     # A duplicate in the middle of a batch: nothing of the batch is written.
     bad = [{"name": "fresh1"}, {"name": "n3"}, {"name": "fresh2"}]
     with pytest.raises(peewee.IntegrityError) as caught:
@@ -315,6 +323,24 @@ def test_past_the_deadline_the_example_answers_503_with_retry_after(
     assert service.user_rows() == []
     assert call(service, "POST", "/users", {"name": "Ada", "email": "ada@example.com"})[0] == 201
     service.db.close()
+
+
+def test_no_call_outlives_the_invocation(api: tuple[Backend, Any], api_db: Any) -> None:
+    """A statement slower than the time left is cut by the HTTP timeout, then 503, in time."""
+    backend, _ = api
+    slow = "SELECT SLEEP(3)" if backend.engine == "mysql" else "SELECT pg_sleep(3)"
+    api_db.close()
+
+    @database_lifecycle(api_db, logger=_Quiet())
+    def handler(event: Any, context: Any) -> Any:
+        return api_db.execute_sql(slow).fetchall()
+
+    context = LambdaContext(timeout=1.5)
+    with pytest.raises(DatabaseUnavailable):
+        handler({}, context)
+    assert context.get_remaining_time_in_millis() > 0
+    # With time enough the same database answers (a fresh invocation, no deadline issue).
+    assert handler({}, LambdaContext(timeout=30)) is not None
 
 
 # -- configuration -----------------------------------------------------------------------------

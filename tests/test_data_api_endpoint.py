@@ -163,6 +163,19 @@ def test_aws_errors_become_typed_dbapi_errors(
     assert (got.error_kind, got.executed) == (kind, executed)
 
 
+def test_cluster_mapping_keeps_the_password_out_of_reprs() -> None:
+    from peewee_serverless.data_api.endpoint import parse_cluster
+
+    arn, target = parse_cluster("arn:aws:rds:us-east-1:1:cluster:c=postgresql://u:hunter2@h:6432/d")
+    assert (arn, target.engine, target.port, target.database) == (
+        "arn:aws:rds:us-east-1:1:cluster:c",
+        "postgres",
+        6432,
+        "d",
+    )
+    assert target.password == "hunter2" and "hunter2" not in repr(target)
+
+
 def test_unsupported_parameter_types_are_refused_before_sending() -> None:
     with pytest.raises(driver.ProgrammingError, match="p1"):
         driver.to_parameter("p1", object())

@@ -110,6 +110,21 @@ def test_invoke_option_errors_are_one_line_exit_2(
     assert expected in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--port", "99999"), "--port must be 0..65535"),
+        (("--concurrency", "0", "--runtime", "ric"), "--concurrency must be at least 1"),
+        (("--idle-timeout", "-1", "--runtime", "ric"), "--idle-timeout must be positive"),
+        (("--max-body-bytes", "-5"), "--max-body-bytes must not be negative"),
+    ],
+)
+def test_serve_option_errors_are_one_line_exit_2(args: tuple[str, ...], expected: str) -> None:
+    done = run("serve", "tests.apps.echo:handler", *args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and expected in done.stderr
+
+
 def test_serve_container_options_need_containers() -> None:
     done = run("serve", "tests.apps.echo:handler", "--freeze", "--port", "0")
     assert done.returncode == 2

@@ -121,6 +121,18 @@ class DataApiDatabaseMixin:
             cursor.execute(sql)
         return cursor
 
+    def set_deadline(self, deadline: float | None) -> None:
+        # Every Data API call (not only connecting) must be answered by the deadline.
+        super().set_deadline(deadline)  # type: ignore[misc]
+        conn = self._state.conn
+        if conn is not None:
+            conn.deadline = deadline
+
+    def _connect(self) -> Any:
+        conn = super()._connect()  # type: ignore[misc]
+        conn.deadline = self._deadline
+        return conn
+
     def _ping(self, conn: Any) -> bool:
         return True  # nothing to check: every call is a fresh HTTPS request
 

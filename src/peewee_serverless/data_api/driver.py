@@ -30,7 +30,10 @@ and it imports boto3 at import time. What is here is the part of a driver Peewee
 There is no socket: ``connect()`` makes no call, a "connection" is the ARNs, the database name,
 the client and the open ``transactionId``. The client is built on first use (boto3 is imported
 then, not at import) with botocore's own retries off, so that the caller's back-off, bounded by
-the invocation's deadline, is the only one. No ARN, secret or parameter value is logged.
+the invocation's deadline, is the only one. A connection's ``deadline`` (the database sets it
+from the Lambda context) bounds every call: near it, a client with shorter HTTP timeouts is used,
+and an answer that does not come in time is an unknown outcome (``CONNECTION_LOST``: a read is
+sent again on a fresh connection, a write is not). No ARN, secret or parameter value is logged.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import decimal
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -245,8 +249,10 @@ def translate_error(exc: Exception) -> Exception:
             executed=False,
         )
     if name == "ReadTimeoutError":
+        # Sent, no answer in time: the statement may still run or have committed, as when a
+        # socket dies mid-query (a write is not retried, a read on a fresh connection is).
         return OperationalError(
-            "Data API call timed out waiting for the answer", kind=ErrorKind.SERVER_UNAVAILABLE
+            "Data API call timed out waiting for the answer", kind=ErrorKind.CONNECTION_LOST
         )
     return exc
 
@@ -383,8 +389,16 @@ def make_client(
             client = boto3.session.Session().client(
                 "rds-data", region_name=region, config=config, endpoint_url=endpoint_url
             )
+            if len(_clients) >= _MAX_CLIENTS:
+                _clients.pop(next(iter(_clients)))  # the oldest short-deadline client
             _clients[key] = client
     return client
+
+
+#: Clients kept: the configured one plus a few for calls bounded by a near deadline.
+_MAX_CLIENTS = 8
+#: Short timeouts are rounded down to this step so that few clients serve every deadline.
+_TIMEOUT_STEP = 0.5
 
 
 # -- connection and cursor ---------------------------------------------------------------------
@@ -418,8 +432,11 @@ class Connection:
         self.schema = schema
         self.engine = engine
         self._client = client
+        self._injected = client is not None
         self._timeouts = (connect_timeout, read_timeout)
         self._endpoint_url = endpoint_url
+        #: ``time.monotonic()`` by which every call must have its answer (None: no deadline).
+        self.deadline: float | None = None
         self.transaction_id: str | None = None
         #: A pinned session (see :meth:`pin`): transaction words go to the server as SQL.
         self.pinned = False
@@ -458,13 +475,40 @@ class Connection:
             args["schema"] = self.schema
         return args
 
+    def _client_for_deadline(self) -> Any:
+        """The client whose timeouts end by :attr:`deadline` (the configured one if they do)."""
+        if self.deadline is None or self._injected:
+            return self.client  # a client given by the caller keeps its own timeouts
+        remaining = self.deadline - time.monotonic()
+        connect_timeout, read_timeout = self._timeouts
+        if remaining >= read_timeout:
+            return self.client
+        if remaining < _TIMEOUT_STEP:
+            raise OperationalError(
+                "no time left before the invocation's deadline for a Data API call",
+                kind=ErrorKind.SERVER_UNAVAILABLE,
+                executed=False,
+            )
+        bounded = _TIMEOUT_STEP * int(remaining / _TIMEOUT_STEP)
+        return make_client(
+            region_of(self.resource_arn),
+            min(connect_timeout, bounded),
+            bounded,
+            endpoint_url=self._endpoint_url,
+        )
+
     def call(self, operation: str, **args: Any) -> Any:
-        """One Data API call, AWS errors translated to this module's."""
+        """One Data API call, AWS errors translated to this module's.
+
+        With a :attr:`deadline`, the call's HTTP timeouts end by it (a client with shorter
+        timeouts is used), and no call starts with less than half a second left.
+        """
         if self.closed:
             raise InterfaceError("connection is closed")
+        client = self._client_for_deadline()
         self.calls += 1
         try:
-            return getattr(self.client, operation)(**self._base(operation), **args)
+            return getattr(client, operation)(**self._base(operation), **args)
         except Exception as exc:
             translated = translate_error(exc)
             if translated is exc:
