@@ -375,3 +375,26 @@ def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
     with pytest.raises(PackagingError, match="does not exist"):
         build_package(tmp_path / "nope", tmp_path / "f.zip")
     assert not (tmp_path / "f.zip").exists()
+
+
+def test_cross_build_needs_no_check(wheels: Path, tmp_path: Path) -> None:
+    other = "arm64" if ARCH == "x86_64" else "x86_64"
+    folder = write_function(tmp_path / "notes", FLAT)  # pure-Python wheels only (SQLite)
+    options = offline(wheels) | {"architecture": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"Linux {other} zip .*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
+    assert not (tmp_path / "f.zip").exists()
+    report = build_package(folder, tmp_path / "f.zip", check=False, **options)
+    assert not report.checked and "import check: skipped" in report.format()
+    assert {"app.py", "slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))
+
+
+def test_other_python_without_its_interpreter_is_refused(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no python3.X to be found
+    folder = write_function(tmp_path / "notes", FLAT)
+    other = "3.12" if PYTHON != "3.12" else "3.11"
+    options = offline(wheels) | {"python_version": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"no python{other} on PATH.*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
