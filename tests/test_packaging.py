@@ -218,6 +218,7 @@ def run_zip(
     return run_task(task, report.handler, events, backend.env, clean_python, runtime, prelude)
 
 
+@pytest.mark.slow
 def test_flat_zip_answers_in_a_clean_venv(
     flat_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -227,6 +228,7 @@ def test_flat_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["slug"] == "hello-world"  # its own requirement ran
 
 
+@pytest.mark.slow
 def test_package_zip_answers_in_a_clean_venv(
     package_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -236,6 +238,7 @@ def test_package_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["code"] == "ORD-HELLO WORLD"
 
 
+@pytest.mark.slow
 def test_example_zip_answers_in_a_clean_venv(
     example_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
