@@ -127,6 +127,12 @@ def run_proxy_burst(
                 log_path=log_path,
                 seed=3,
             )
+        if len(report.results) != containers * invocations:
+            # The simulator gives up quietly when containers cannot all start (an overloaded
+            # machine); a table of nothing must not look like a result.
+            raise RuntimeError(
+                f"only {len(report.results)} of {containers * invocations} invocations ran"
+            )
         created = [json.loads(r.body)["email"] for r in report.results if r.status == 200]
         return ProxyBurstOutcome(
             variant,

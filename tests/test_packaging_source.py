@@ -101,3 +101,26 @@ def test_package_folder_needs_an_identifier_name(tmp_path: Path) -> None:
     folder = write_function(tmp_path / "my-orders", PACKAGE)
     with pytest.raises(PackagingError, match="not a Python identifier"):
         scan_function(folder)
+
+
+def test_requirement_files_keep_options_and_take_out_the_library(tmp_path: Path) -> None:
+    from peewee_serverless.packaging.requirements import read_requirements
+
+    (tmp_path / "sub").mkdir()
+    own = tmp_path / "sub" / "requirements.txt"
+    own.write_text(
+        "# a lock file, pip-compile style\n"
+        "peewee-serverless[api,mysql]>=0.1  # the library: only its extras count\n"
+        "python-slugify==8.0.4 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+        "-r ../more.txt\n"
+    )
+    found = read_requirements([own])
+    assert found.library_extras == ("api", "mysql")
+    assert (
+        found.lines[0].startswith("python-slugify==8.0.4") and "--hash=sha256:bb" in found.lines[0]
+    )
+    assert found.lines[1] == f"-r {tmp_path / 'more.txt'}"  # relative to the file, made absolute
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a requirement!\n")
+    with pytest.raises(PackagingError, match=r"bad.txt:1: not a requirement"):
+        read_requirements([bad])
