@@ -401,3 +401,26 @@ def test_other_python_without_its_interpreter_is_refused(
     options = offline(wheels) | {"python_version": other, "engine": "sqlite"}
     with pytest.raises(PackagingError, match=rf"no python{other} on PATH.*--no-check"):
         build_package(folder, tmp_path / "f.zip", **options)
+
+
+def test_verbose_lists_what_was_left_out(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    canary = "canary-0b7d"
+    junk = {"secrets.json": f'{{"k": "{canary}"}}', "debug.log": canary, ".env": canary}
+    folder = write_function(tmp_path / "notes", {**FLAT, **junk})
+    (folder / "venv").mkdir()
+    (folder / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", "-v"], wheels) == 0
+    printed = capsys.readouterr().out
+    for line in (
+        "skipped secrets.json  (built-in rule)",
+        "skipped debug.log  (built-in rule)",
+        "skipped .env  (built-in rule)",
+        "skipped venv/  (virtualenv)",
+        "import check: passed",
+    ):
+        assert line in printed, printed
+    with zipfile.ZipFile(out) as zf:
+        assert not any(canary.encode() in zf.read(n) for n in zf.namelist())

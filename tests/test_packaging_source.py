@@ -124,3 +124,29 @@ def test_requirement_files_keep_options_and_take_out_the_library(tmp_path: Path)
     bad.write_text("not a requirement!\n")
     with pytest.raises(PackagingError, match=r"bad.txt:1: not a requirement"):
         read_requirements([bad])
+
+
+def test_template_gives_the_function_environment_runtime_and_architecture(tmp_path: Path) -> None:
+    from peewee_serverless.packaging.template import engine_from_environment, read_template
+
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Parameters:\n  Engine:\n    Type: String\n    Default: postgresql\n"
+        "  Arch:\n    Type: String\n    Default: arm64\n"
+        "Globals:\n  Function:\n    Runtime: python3.12\n    Architectures: [!Ref Arch]\n"
+        "    Environment:\n      Variables:\n        DB_ENGINE: !Ref Engine\n"
+        "        DB_HOST: !GetAtt Db.Endpoint.Address\n"  # only CloudFormation knows: left out
+        "Resources:\n"
+        "  Other:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: other/\n"
+        "  Notes:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: notes/\n"
+        "      Runtime: python3.11\n"
+        "      Environment:\n        Variables:\n          DB_NAME: notes\n"
+    )
+    found = read_template(template, tmp_path / "notes")
+    assert (found.name, found.runtime, found.architecture) == ("Notes", "python3.11", "arm64")
+    assert found.environment == {"DB_ENGINE": "postgresql", "DB_NAME": "notes"}
+    assert engine_from_environment(found.environment) == "postgres"
+    assert read_template(template, tmp_path / "elsewhere").name is None
+    assert engine_from_environment({"DATABASE_URL": "mysql+pool://u@h/db"}) == "mysql"
+    assert engine_from_environment({"DB_HOST": "db.example.com"}) == "mysql"
+    assert engine_from_environment({}) is None
