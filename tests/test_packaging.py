@@ -10,7 +10,6 @@ with nothing installed; its ``sys.path`` is the zip, then a folder holding boto3
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
@@ -32,7 +31,15 @@ from peewee_serverless.packaging import (
 )
 
 from .conftest import Backend
-from .packaging_functions import EVENTS, FLAT, PACKAGE, write_function
+from .packaging_functions import (
+    EVENTS,
+    FLAT,
+    PACKAGE,
+    assert_create_duplicate_get,
+    example_events,
+    run_task,
+    write_function,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "users"
@@ -171,36 +178,6 @@ def test_size_report(example_zip: PackageReport, wheels: Path, tmp_path: Path) -
 
 
 # -- running the unpacked zips -------------------------------------------------------------------
-RUNNER = r"""
-import importlib, json, sys
-
-class Context:
-    function_name = "fn"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:fn"
-    aws_request_id = "req-1"
-    def get_remaining_time_in_millis(self):
-        return 10_000
-
-prelude, handler_name, events = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
-if prelude:
-    module, _, attr = prelude.rpartition(".")
-    getattr(importlib.import_module(module), attr)({}, Context())  # the migration function
-module, _, attr = handler_name.rpartition(".")
-handler = getattr(importlib.import_module(module), attr)
-answers, last_id = [], None
-for event in events:
-    text = json.dumps(event).replace("$ID", str(last_id))
-    answer = handler(json.loads(text), Context())
-    answers.append(answer)
-    if answer.get("statusCode") == 201 and last_id is None:
-        last_id = json.loads(answer["body"])["id"]
-import peewee_serverless, boto3
-where = {"library": peewee_serverless.__file__, "boto3": boto3.__file__}
-print(json.dumps({"answers": answers, **where}))
-"""
-
-
 @pytest.fixture(scope="session")
 def lambda_runtime(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Path:
     """Stands in for Lambda's ``/var/runtime``: boto3, which the zip leaves out on purpose."""
@@ -238,36 +215,10 @@ def run_zip(
     task = tmp_path / "task"  # Lambda unpacks to /var/task
     with zipfile.ZipFile(report.zip_path) as zf:
         zf.extractall(task)
-    (tmp_path / "events.json").write_text(json.dumps(events))
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        # Lambda's order: the function's code (/var/task), then the runtime's (/var/runtime).
-        "PYTHONPATH": os.pathsep.join((str(task), str(runtime))),
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        **backend.env,
-    }
-    done = subprocess.run(
-        [str(clean_python), "-s", "-c", RUNNER, prelude, report.handler, "events.json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(result["library"]).is_relative_to(task)
-    assert Path(result["boto3"]).is_relative_to(runtime)  # not shipped in the zip
-    return list(result["answers"])
+    return run_task(task, report.handler, events, backend.env, clean_python, runtime, prelude)
 
 
-def assert_create_duplicate_get(answers: list[dict[str, Any]]) -> None:
-    assert [a["statusCode"] for a in answers] == [201, 409, 200], answers
-    created, got = json.loads(answers[0]["body"]), json.loads(answers[2]["body"])
-    assert got["id"] == created["id"]
-
-
+@pytest.mark.slow
 def test_flat_zip_answers_in_a_clean_venv(
     flat_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -277,6 +228,7 @@ def test_flat_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["slug"] == "hello-world"  # its own requirement ran
 
 
+@pytest.mark.slow
 def test_package_zip_answers_in_a_clean_venv(
     package_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -286,22 +238,13 @@ def test_package_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["code"] == "ORD-HELLO WORLD"
 
 
-def example_events() -> list[dict[str, Any]]:
-    events = EXAMPLE / "events"
-    create = json.loads((events / "create_user_v2.json").read_text())
-    duplicate = json.loads(json.dumps(create))  # another name, same email: a new request
-    duplicate["body"] = json.dumps({"name": "Grace B. Hopper", "email": "GRACE@example.com"})
-    get = json.loads((events / "get_user_v2.json").read_text())
-    get["rawPath"] = get["requestContext"]["http"]["path"] = "/users/$ID"
-    return [create, duplicate, get]
-
-
+@pytest.mark.slow
 def test_example_zip_answers_in_a_clean_venv(
     example_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     answers = run_zip(
-        example_zip, example_events(), backend, clean_python, lambda_runtime, tmp_path,
+        example_zip, example_events(EXAMPLE), backend, clean_python, lambda_runtime, tmp_path,
         prelude="users.migrate_handler.handler",
     )  # fmt: skip
     assert_create_duplicate_get(answers)
@@ -435,3 +378,49 @@ def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
     with pytest.raises(PackagingError, match="does not exist"):
         build_package(tmp_path / "nope", tmp_path / "f.zip")
     assert not (tmp_path / "f.zip").exists()
+
+
+def test_cross_build_needs_no_check(wheels: Path, tmp_path: Path) -> None:
+    other = "arm64" if ARCH == "x86_64" else "x86_64"
+    folder = write_function(tmp_path / "notes", FLAT)  # pure-Python wheels only (SQLite)
+    options = offline(wheels) | {"architecture": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"Linux {other} zip .*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
+    assert not (tmp_path / "f.zip").exists()
+    report = build_package(folder, tmp_path / "f.zip", check=False, **options)
+    assert not report.checked and "import check: skipped" in report.format()
+    assert {"app.py", "slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))
+
+
+def test_other_python_without_its_interpreter_is_refused(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no python3.X to be found
+    folder = write_function(tmp_path / "notes", FLAT)
+    other = "3.12" if PYTHON != "3.12" else "3.11"
+    options = offline(wheels) | {"python_version": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"no python{other} on PATH.*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
+
+
+def test_verbose_lists_what_was_left_out(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    canary = "canary-0b7d"
+    junk = {"secrets.json": f'{{"k": "{canary}"}}', "debug.log": canary, ".env": canary}
+    folder = write_function(tmp_path / "notes", {**FLAT, **junk})
+    (folder / "venv").mkdir()
+    (folder / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", "-v"], wheels) == 0
+    printed = capsys.readouterr().out
+    for line in (
+        "skipped secrets.json  (built-in rule)",
+        "skipped debug.log  (built-in rule)",
+        "skipped .env  (built-in rule)",
+        "skipped venv/  (virtualenv)",
+        "import check: passed",
+    ):
+        assert line in printed, printed
+    with zipfile.ZipFile(out) as zf:
+        assert not any(canary.encode() in zf.read(n) for n in zf.namelist())

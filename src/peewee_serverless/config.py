@@ -49,7 +49,7 @@ ENGINES: dict[str, str] = {
 DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
 CLOSE_POLICIES = ("keep", "close")
-MODES = ("direct", "proxy")
+MODES = ("direct", "proxy", "data-api")
 LOG_INVOCATIONS = ("notable", "all", "off")
 JITTERS = ("full", "decorrelated")
 
@@ -105,7 +105,8 @@ class ServerlessOptions:
     ``DB_APPLICATION_NAME``
         marks our connections on the server (defaults to the Lambda function name).
     ``DB_MODE``
-        ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``).
+        ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``),
+        or ``data-api`` (Aurora's Data API, see :mod:`peewee_serverless.data_api`).
     ``DB_LOG_INVOCATIONS``
         ``notable`` (default: the lifecycle's log line at INFO unless the invocation merely
         reused a warm connection), ``all`` or ``off``.
@@ -376,4 +377,13 @@ def database_from_env(
 
     ``overrides`` are passed to the database class (driver connect parameters, ``options=``).
     """
-    return settings_from_env(environ).create_database(**overrides)
+    env = os.environ if environ is None else environ
+    # -- Aurora Data API hook (peewee_serverless.data_api): a mysql+data-api:// URL or
+    # DB_MODE=data-api selects it; it makes no call and imports no boto3 here.
+    from .data_api.settings import data_api_from_env
+
+    data_api = data_api_from_env(env, **overrides)
+    if data_api is not None:
+        return data_api
+    # -- end of the Data API hook
+    return settings_from_env(env).create_database(**overrides)

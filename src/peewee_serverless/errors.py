@@ -93,13 +93,17 @@ class ConnectionLost(DatabaseUnavailable):
 class RequestInProgress(PeeweeServerlessError):
     """An idempotent call with the same key is running in another invocation.
 
-    ``retry_after`` is the number of whole seconds (at least 1) until that invocation's claim
-    lapses at the latest (its Lambda timeout): by then it has either completed, and a retry gets
-    its answer, or died, and a retry takes the key over.
+    ``retry_after`` is the hint for the client in whole seconds (1: a live call finishes within
+    it). ``expires_in`` is the number of seconds until that invocation's claim lapses at the
+    latest (its Lambda timeout; ``None`` when it recorded none): by then it has completed, and a
+    retry gets its answer, or it died, and a retry takes the key over and runs the call.
     """
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int = 1, expires_in: int | None = None
+    ) -> None:
         self.retry_after = max(1, int(retry_after))
+        self.expires_in = expires_in
         super().__init__(message)
 
 
@@ -271,7 +275,9 @@ def driver_error(exc: BaseException) -> BaseException:
     current: BaseException = exc
     while seen < 5:
         module = type(current).__module__ or ""
-        if module.startswith(("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3")):
+        if module.startswith(
+            ("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3", "peewee_serverless.data_api")
+        ):
             return current
         nxt = current.__cause__ or current.__context__
         if nxt is None:
@@ -291,6 +297,11 @@ def _mysql_code(err: BaseException) -> int | None:
 def classify(exc: BaseException) -> ErrorKind:
     """Say what a (possibly Peewee-wrapped) driver error means, by code where there is one."""
     err = driver_error(exc)
+    # Our own Data API driver knows what its errors mean (it reads the codes the Data API
+    # embeds in its messages, see data_api.driver) and says so.
+    own = getattr(err, "error_kind", None)
+    if isinstance(own, ErrorKind):
+        return own
     module = type(err).__module__ or ""
     if module.startswith(("pymysql", "MySQLdb")) or (
         err is exc and _mysql_code(err) is not None and not module.startswith("psycopg")

@@ -128,7 +128,7 @@ class _Claim(NamedTuple):
 
 
 class IdempotencyRequestInProgress(RequestInProgress, IdempotencyAlreadyInProgressError):
-    """Another invocation holds the key; Powertools' in-progress error with a ``retry_after``.
+    """Another invocation holds the key: Powertools' in-progress error, with ``expires_in``.
 
     Catch it as :class:`~peewee_serverless.errors.RequestInProgress` (our tree) or as Powertools'
     ``IdempotencyAlreadyInProgressError``: it is both.
@@ -139,12 +139,12 @@ class _ClaimLost(Exception):
     """Our in-progress claim was taken over (it lapsed while we ran); never leaves this module."""
 
 
-def _retry_after(record: DataRecord) -> int:
-    """Seconds until the running invocation's claim lapses (1 when it has no in-progress expiry)."""
+def _expires_in(record: DataRecord) -> int | None:
+    """Whole seconds until the running invocation's claim lapses (None: no in-progress expiry)."""
     if record.in_progress_expiry_timestamp is None:
-        return 1
+        return None
     remaining_ms = record.in_progress_expiry_timestamp - time.time() * 1000
-    return max(1, math.ceil(remaining_ms / 1000))
+    return max(0, math.ceil(remaining_ms / 1000))
 
 
 class PeeweePersistenceLayer(BasePersistenceLayer):
@@ -241,6 +241,12 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
         locked = model.update(status=_COMPLETED).where(self._is_our_claim(key, claim)).execute()
         return bool(locked == 1)
 
+    def release_claim(self, data: dict[str, Any]) -> None:
+        """Forget our claim on ``data``'s key (its transaction committed)."""
+        idempotency_key = self._get_hashed_idempotency_key(data=data)
+        if idempotency_key is not None:
+            self._claims().pop(storage_key(idempotency_key), None)
+
     def forget_cached(self, data: dict[str, Any]) -> None:
         """Drop ``data``'s record from the local cache (its transaction did not commit)."""
         idempotency_key = self._get_hashed_idempotency_key(data=data)
@@ -305,7 +311,10 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
         }
         if self.payload_validation_enabled:
             values["validation"] = data_record.payload_hash or None
-        self._claims().pop(key, None)
+        if not self.database.in_transaction():
+            # Plain Powertools use: done with the claim. Inside the work's transaction the claim
+            # is kept until the outcome is known: a failed COMMIT's clean-up still needs it.
+            self._claims().pop(key, None)
         if model.update(**values).where(model.id == key).execute():
             return
         # DynamoDB's UpdateItem creates a missing item; so do we (the in-progress record was
@@ -339,7 +348,7 @@ class TransactionalIdempotencyHandler(IdempotencyHandler):
     took the key over) rolls the work back and lets Powertools look again (it retries on
     ``IdempotencyInconsistentStateError``). An exception rolls the work back and removes our
     claim, as Powertools does, so a retry runs the function again. ``_handle_for_status``
-    raises :class:`IdempotencyRequestInProgress` with the seconds until the running claim lapses.
+    raises :class:`IdempotencyRequestInProgress`, which also says when the running claim lapses.
     """
 
     persistence_store: PeeweePersistenceLayer
@@ -370,6 +379,7 @@ class TransactionalIdempotencyHandler(IdempotencyHandler):
                     "Failed to delete record from idempotency store", delete_exc
                 ) from delete_exc
             raise
+        store.release_claim(self.data)
         return response
 
     def _handle_for_status(self, data_record: DataRecord) -> Any | None:
@@ -377,7 +387,7 @@ class TransactionalIdempotencyHandler(IdempotencyHandler):
             return super()._handle_for_status(data_record)
         except IdempotencyAlreadyInProgressError as exc:
             raise IdempotencyRequestInProgress(
-                str(exc), retry_after=_retry_after(data_record)
+                str(exc), expires_in=_expires_in(data_record)
             ) from None
 
 

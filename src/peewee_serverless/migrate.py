@@ -255,6 +255,13 @@ def _connected(db: Any) -> Iterator[None]:
             db.close()
 
 
+def _pinned_session(db: Any) -> contextlib.AbstractContextManager[None]:
+    # A database whose statements may each run on another pooled session (the Data API) pins
+    # one for the lock's lifetime; a socket connection is one session already.
+    pin = getattr(db, "pinned_session", None)
+    return pin() if pin is not None else contextlib.nullcontext()
+
+
 def _session_id(db: Any) -> int | None:
     """The server session holding the lock (None for SQLite, whose lock is a file)."""
     if isinstance(db, MySQLDatabase):
@@ -379,7 +386,7 @@ def run_migrations(
             )
             done: list[str] = proxied.up(target) if direction == "up" else proxied.down(target)
             return done
-    with _connected(db), migration_lock(db, timeout=lock_timeout):
+    with _connected(db), _pinned_session(db), migration_lock(db, timeout=lock_timeout):
         runner = _SessionGuardedRunner(db, path, table_name=table_name)
         # The runner reads the history now, after the lock: a waiter sees the holder's work.
         names: list[str] = runner.up(target) if direction == "up" else runner.down(target)

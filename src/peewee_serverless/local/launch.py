@@ -146,6 +146,25 @@ def _tool_layer() -> list[Path]:
     return paths
 
 
+def _abi_mismatch(task_root: Path) -> str | None:
+    """A warning when the zip's compiled modules are for another Python than the containers'."""
+    import re
+
+    here = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    tags = set()
+    for path in task_root.rglob("*.so"):
+        match = re.search(r"\.(cpython-\d+)", path.name)
+        if match:
+            tags.add(match.group(1))
+    if tags and here not in tags:
+        found = ", ".join(sorted(tags))
+        return (
+            f"warning: the zip's compiled modules are for {found}, the containers run {here}: "
+            f"rebuild it with package --python {sys.version_info.major}.{sys.version_info.minor}"
+        )
+    return None
+
+
 def _container_options(args: argparse.Namespace) -> list[str]:
     used = []
     if (getattr(args, "concurrency", None) or 1) > 1:
@@ -172,6 +191,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     idle = getattr(args, "idle_timeout", None)
     if idle is not None and idle <= 0:
         raise LaunchError(f"--idle-timeout must be positive, got {idle:g}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise LaunchError(f"--port must be 0..65535, got {port}")
     max_body = getattr(args, "max_body_bytes", None)
     if max_body is not None and max_body < 0:
         raise LaunchError(f"--max-body-bytes must not be negative, got {max_body}")
@@ -203,7 +225,8 @@ def launch(
         if template is not None and template.event_version is not None:
             event_version = template.event_version
             api = "HttpApi" if event_version == "v2" else "Api"
-            notes.append(f"events: {event_version} ({template.path}: {api} event)")
+            where = os.path.relpath(template.path)
+            notes.append(f"events: {event_version} ({where}: {api} event)")
         else:
             event_version = "v2"
             notes.append(
@@ -234,6 +257,9 @@ def launch(
         if args.zip:
             task_root = unpack_zip(args.zip, work / "task")
             layers: list[Path] = []
+            mismatch = _abi_mismatch(task_root)
+            if mismatch:
+                notes.append(mismatch)
         else:
             task_root = Path(os.getcwd())
             layers = _tool_layer()

@@ -107,8 +107,9 @@ def _event_version(properties: dict[str, Any]) -> str | None:
 
 
 def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
-    """The function in ``path`` whose ``Handler`` is ``handler`` (``module.function``), or
-    without ``handler`` the first function behind an API event."""
+    """The function in ``path`` whose ``Handler`` is ``handler`` (``module.function``; or ends
+    it, as a source-tree import path ends with the zip's), or without ``handler`` the first
+    function behind an API event."""
     yaml, loader = _loader()
     try:
         with open(path, encoding="utf-8") as fh:
@@ -138,6 +139,13 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
         if handler is None and _event_version(props) is not None:
             chosen = logical_id, props
             break
+    if chosen is None and handler is not None:
+        # Run from the source tree, `examples.users.app.handler` is the zip's `users.app.handler`.
+        for logical_id, props in functions:
+            deployed = props.get("Handler")
+            if isinstance(deployed, str) and handler.endswith("." + deployed):
+                chosen = logical_id, props
+                break
     if chosen is None:
         what = f"with Handler {handler}" if handler else "behind an Api or HttpApi event"
         raise TemplateError(f"{path} has no AWS::Serverless::Function {what}")
