@@ -142,6 +142,19 @@ def test_json_values_round_trip(api: tuple[Backend, Any], api_db: Any) -> None:
     assert rows[1][0] is None
 
 
+def test_postgres_types_strings_as_aurora_does(api: tuple[Backend, Any], api_db: Any) -> None:
+    """A string without typeHint is a varchar on Aurora PostgreSQL: not a date (MySQL coerces)."""
+    backend, _ = api
+    api_db.execute_sql("CREATE TABLE days (day DATE)")
+    if backend.engine == "postgres":
+        with pytest.raises(peewee.ProgrammingError, match="SQLState: 42804"):
+            api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", ("2020-01-02",))
+    else:
+        api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", ("2020-01-02",))
+    api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", (datetime.date(2020, 1, 3),))
+    assert backend.query("SELECT MAX(day) FROM days") == [(datetime.date(2020, 1, 3),)]
+
+
 def test_uuid_and_result_formats(api: tuple[Backend, Any], api_db: Any) -> None:
     backend, endpoint = api
     api_db.connect()
