@@ -164,6 +164,8 @@ def handler(event, context):
     path = event.get("rawPath") or event.get("path")
     if path == "/slow":
         time.sleep(60)
+    if path == "/busy":
+        time.sleep(1)  # the workload: busy long enough for a second request to queue
     body = {"pid": os.getpid(), "remaining_ms": context.get_remaining_time_in_millis(),
             "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"], "path": path}
     return {"statusCode": 200, "body": json.dumps(body)}
@@ -356,6 +358,26 @@ def test_eight_concurrent_clients_get_eight_containers_and_connections(
     _wait_until(lambda: pool.size == 0, 30, "the idle containers to retire")
     _wait_until(lambda: not server_backend.connection_ids(), 30, "the sessions to close")
     assert log.wait_for("retired after 4s idle")
+
+
+def test_with_the_queue_a_request_waits_for_the_busy_container(
+    serve: Serve, tmp_path: Path
+) -> None:
+    root = write_task(tmp_path / "task", PID_APP)
+    server, pool, log = serve(root, "app.handler", timeout=10.0)
+    results: list[tuple[int, Any]] = []
+    busy = threading.Thread(
+        target=lambda: results.append(request(server, "GET", "/busy")[:2]), daemon=True
+    )
+    busy.start()
+    _wait_until(lambda: pool.size == 1 and not pool._idle, 30, "the busy invocation to start")
+    status, second, _ = request(server, "GET", "/after")
+    busy.join(timeout=30)
+    assert status == 200
+    assert results and results[0][0] == 200
+    assert second["pid"] == results[0][1]["pid"]  # the same container, after it was free
+    assert pool.size == 1
+    assert log.wait_for("GET /after -> 200 [c1 warm")
 
 
 def test_queue_off_throttles_with_429_when_all_containers_are_busy(

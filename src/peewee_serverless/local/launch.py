@@ -191,6 +191,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     idle = getattr(args, "idle_timeout", None)
     if idle is not None and idle <= 0:
         raise LaunchError(f"--idle-timeout must be positive, got {idle:g}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise LaunchError(f"--port must be 0..65535, got {port}")
     max_body = getattr(args, "max_body_bytes", None)
     if max_body is not None and max_body < 0:
         raise LaunchError(f"--max-body-bytes must not be negative, got {max_body}")
