@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,6 +157,7 @@ def run_proxy_burst(
 def markdown(outcomes: list[ProxyBurstOutcome], command: str, versions: str) -> str:
     """The benchmark section (between the markers) for ``docs/benchmarks.md``."""
     base = next((o for o in outcomes if o.variant == "direct"), outcomes[0])
+    load = os.getloadavg()[0]
 
     def ratio(value: float, baseline: float) -> str:
         return f"{value / baseline:.2f}x" if baseline > 0 else "n/a"
@@ -172,7 +174,8 @@ def markdown(outcomes: list[ProxyBurstOutcome], command: str, versions: str) -> 
         "`DB_MODE=proxy` through PgBouncer with `pool_mode = transaction` and `limit` server "
         "connections. success = answered without raising and without a 5xx; peak = most "
         "sessions of the role seen on the server (sampled every 10 ms). Ratios are against "
-        "*direct* in the same run. Machine: 2 shared cores; latencies are indicative.",
+        f"*direct* in the same run. Machine: 2 shared cores, load average {load:.0f} (1 min) "
+        "at the end of the run, so latencies are indicative; the success column is the point.",
         "",
         "| variant | containers | limit | invocations | success | peak sessions | p50 ms "
         "| p50 vs direct | p99 ms | p99 vs direct | wall s | wall vs direct |",
