@@ -3,7 +3,8 @@
 The routes in ``app.py`` call only the functions of :class:`UsersStore`; a store is the one
 place that knows the database. ``USERS_STORE=sql`` (the default) is :mod:`.sql_store`: the
 Peewee models in the function's SQL database, with exactly-once creation (the idempotency record
-commits in the same transaction as the user).
+commits in the same transaction as the user). ``USERS_STORE=dynamodb`` is
+:mod:`.dynamodb_store`: one DynamoDB table (``USERS_TABLE``), same answers.
 
 A store's ``create_user`` is idempotent on ``request`` (``{"key": <Idempotency-Key or None>,
 "body": <the validated, normalised body>}``) with Powertools' semantics: a retry gets the first
@@ -54,11 +55,15 @@ class UsersStore(Protocol):
 
 
 def store_from_env(environ: Any = None) -> UsersStore:
-    """The store named by ``USERS_STORE`` (``sql``, the default)."""
+    """The store named by ``USERS_STORE``: ``sql`` (the default) or ``dynamodb``."""
     env = os.environ if environ is None else environ
     name = (env.get("USERS_STORE") or "sql").strip().lower()
     if name == "sql":
         from .sql_store import SqlUsersStore
 
         return SqlUsersStore()
-    raise ConfigurationError("USERS_STORE", f"unknown users store {name!r} (choose: sql)")
+    if name == "dynamodb":
+        from .dynamodb_store import DynamoDBUsersStore
+
+        return DynamoDBUsersStore()
+    raise ConfigurationError("USERS_STORE", f"unknown users store {name!r} (choose: sql, dynamodb)")

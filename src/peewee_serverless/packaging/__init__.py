@@ -214,7 +214,7 @@ def build_package(
     output_zip: str | os.PathLike[str] = "dist/function.zip",
     *,
     python_version: str | None = None,
-    architecture: str = "x86_64",
+    architecture: str | None = None,
     engine: str | None = None,
     extras: Iterable[str] | None = None,
     requirements: Sequence[str | os.PathLike[str]] = (),
@@ -229,7 +229,8 @@ def build_package(
 ) -> PackageReport:
     """Build the Lambda deployment zip for ``function_dir``; return its :class:`PackageReport`.
 
-    ``python_version`` defaults to the template's ``Runtime``, else this interpreter's.
+    ``python_version`` defaults to the template's ``Runtime``, else this interpreter's;
+    ``architecture`` to the template's ``Architectures``, else ``x86_64``.
     ``extras`` (library extras) default to what the function imports plus its engine's driver;
     given explicitly, they are used as they are (and a missing driver is refused).
     ``requirements`` are requirement files added to the folder's own ``requirements.txt``.
@@ -252,6 +253,8 @@ def build_package(
             python_version = runtime.removeprefix("python")
         else:
             python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if architecture is None:
+        architecture = (tmpl.architecture if tmpl is not None else None) or "x86_64"
     from .requirements import platform_args
 
     platform_args(python_version, architecture)  # bad arguments fail before anything slow
@@ -353,7 +356,10 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
         "-o", "--output", default="dist/function.zip", help="zip to write (dist/function.zip)"
     )
     parser.add_argument(
-        "--arch", choices=tuple(ARCHITECTURES), default="x86_64", help="Lambda architecture"
+        "--arch",
+        choices=tuple(ARCHITECTURES),
+        default=None,
+        help="Lambda architecture (the template's Architectures, else x86_64)",
     )
     parser.add_argument(
         "--python",

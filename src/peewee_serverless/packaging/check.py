@@ -162,7 +162,14 @@ def runtime_stand_in(dest: Path, source: PipSource) -> Path:
 
 
 def _environment(function_env: dict[str, str], engine: str | None, scratch: Path) -> dict[str, str]:
-    env = {k: v for k, v in function_env.items() if v != ""}
+    task = str(scratch / "task")
+    # Paths into the deployed code (DB_SSL_CA=/var/task/global-bundle.pem) point at the unpacked
+    # zip here, as /var/task is where Lambda unpacks it.
+    env = {
+        k: task + v[len("/var/task") :] if v == "/var/task" or v.startswith("/var/task/") else v
+        for k, v in function_env.items()
+        if v != ""
+    }
     for name in ("DB_SECRET_ARN", "DB_IAM_AUTH", "DATABASE_URL"):
         env.pop(name, None)  # the check reaches no AWS service and no database
     if engine in ("mysql", "postgres"):
@@ -186,7 +193,7 @@ def _environment(function_env: dict[str, str], engine: str | None, scratch: Path
         AWS_SECRET_ACCESS_KEY="import-check",
         AWS_LAMBDA_FUNCTION_NAME="import-check",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128",
-        LAMBDA_TASK_ROOT=str(scratch / "task"),
+        LAMBDA_TASK_ROOT=task,
     )
     return env
 

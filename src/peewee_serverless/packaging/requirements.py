@@ -162,7 +162,9 @@ def read_requirements(files: Sequence[Path]) -> FunctionRequirements:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PackagingError(f"cannot read requirements file {path}: {exc.strerror}") from None
-        for number, raw in enumerate(text.splitlines(), 1):
+        # A backslash continues a line (pip-compile's `pkg==1.0 \\ --hash=...` lock files).
+        joined = re.sub(r"\\\r?\n", " ", text)
+        for number, raw in enumerate(joined.splitlines(), 1):
             line = raw.split(" #", 1)[0].strip()
             if not line or line.startswith("#"):
                 continue
@@ -174,7 +176,8 @@ def read_requirements(files: Sequence[Path]) -> FunctionRequirements:
                 lines.append(line)  # --index-url, --extra-index-url...: pip's business
                 continue
             try:
-                requirement = Requirement(line)
+                # Per-requirement options (--hash=...) are pip's; the name is before them.
+                requirement = Requirement(re.split(r"\s+--", line, maxsplit=1)[0])
             except InvalidRequirement as exc:
                 raise PackagingError(f"{path}:{number}: not a requirement: {exc}") from None
             if canonicalize_name(requirement.name) == DISTRIBUTION:

@@ -3,7 +3,7 @@
 CloudFormation's short tags (``!Ref``, ``!If``, ``!Sub``...) are read as ``{"Fn::...": ...}``
 with PyYAML, as cfn-lint does; a ``!Ref`` to a parameter resolves to the parameter's default.
 Only what packaging needs is interpreted: ``Globals.Function`` and the function's own
-``Environment.Variables``, ``Runtime`` and ``CodeUri``.
+``Environment.Variables``, ``Runtime``, ``Architectures`` and ``CodeUri``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class TemplateFunction:
     path: Path
     environment: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
+    architecture: str | None = None
     name: str | None = None
 
 
@@ -78,6 +79,13 @@ def _environment(props: dict[str, Any], parameters: dict[str, Any]) -> dict[str,
     return out
 
 
+def _architecture(props: dict[str, Any], parameters: dict[str, Any]) -> str | None:
+    value = props.get("Architectures")
+    if isinstance(value, list) and value:
+        return _resolve(value[0], parameters)
+    return None
+
+
 def read_template(path: str | os.PathLike[str], function_folder: Path) -> TemplateFunction:
     """The template's view of the function whose ``CodeUri`` is ``function_folder``.
 
@@ -97,6 +105,7 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
     globals_ = ((document.get("Globals") or {}).get("Function")) or {}
     environment = _environment(globals_, parameters)
     runtime = _resolve(globals_.get("Runtime"), parameters)
+    architecture = _architecture(globals_, parameters)
     name = None
     folder = function_folder.resolve()
     for resource_name, resource in (document.get("Resources") or {}).items():
@@ -110,9 +119,10 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
         if where in (folder, folder.parent):
             environment = {**environment, **_environment(props, parameters)}
             runtime = _resolve(props.get("Runtime"), parameters) or runtime
+            architecture = _architecture(props, parameters) or architecture
             name = str(resource_name)
             break
-    return TemplateFunction(template_path, environment, runtime, name)
+    return TemplateFunction(template_path, environment, runtime, architecture, name)
 
 
 def engine_from_environment(environment: dict[str, str]) -> str | None:
