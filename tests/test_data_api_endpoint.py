@@ -122,6 +122,8 @@ def test_format_placeholders_become_named_outside_quotes() -> None:
 def test_named_placeholders_become_pyformat_and_casts_survive() -> None:
     sql = named_to_pyformat("SELECT :p1::int, ':p1', x::text, 5 % 2, :other", {"p1"})
     assert sql == "SELECT %(p1)s::int, ':p1', x::text, 5 %% 2, :other"
+    cast = named_to_pyformat("WHERE a = :p1 AND b = :p2", {"p1", "p2"}, {"p2": "varchar"})
+    assert cast == "WHERE a = %(p1)s AND b = %(p2)s::varchar"
 
 
 @pytest.mark.parametrize(
