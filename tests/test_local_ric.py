@@ -474,3 +474,46 @@ def test_serve_reload_restarts_containers_when_the_zip_changes(tmp_path: Path) -
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_serve_reload_of_a_source_folder_ignores_its_own_log_file(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "app.py").write_text(
+        "def handler(event, context):\n    return {'statusCode': 200, 'body': 'one'}\n"
+    )
+    log_path = tmp_path / "serve-log.txt"  # in the watched folder, written on every request
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peewee_serverless", "serve", "app.handler", "--reload",
+             "--port", "0"],
+            cwd=tmp_path, stdout=log, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        err = ""
+        while "reload: watching" not in err:
+            line = proc.stderr.readline()
+            assert line, "serve exited"
+            err += line
+        _wait_until(lambda: "http://127.0.0.1:" in log_path.read_text(), 30, "the ready line")
+        port = int(log_path.read_text().split("http://127.0.0.1:")[1].split()[0])
+
+        def body() -> bytes:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/")
+            data = conn.getresponse().read()
+            conn.close()
+            return data
+
+        assert body() == b"one"
+        (tmp_path / "app.py").write_text(
+            "def handler(event, context):\n    return {'statusCode': 200, 'body': 'two'}\n"
+        )
+        _wait_until(lambda: body() == b"two", 30, "the new code to be served")
+        body()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    restarts = log_path.read_text().count("restarting containers")
+    assert 1 <= restarts <= 2, log_path.read_text()[-2000:]  # not one per log line written

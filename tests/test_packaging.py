@@ -424,3 +424,22 @@ def test_verbose_lists_what_was_left_out(
         assert line in printed, printed
     with zipfile.ZipFile(out) as zf:
         assert not any(canary.encode() in zf.read(n) for n in zf.namelist())
+
+
+def test_hashed_lock_file(wheels: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    def pin(prefix: str) -> str:
+        (wheel,) = wheels.glob(f"{prefix}-*.whl")
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        return f"{name}=={version} \\\n    --hash=sha256:{digest}\n"
+
+    lock = "".join(pin(p) for p in ("python_slugify", "text_unidecode"))
+    folder = write_function(tmp_path / "notes", {**FLAT, "requirements.txt": lock})
+    # The library's own dependency (Peewee) is not in the lock: pip's hash mode refuses it.
+    with pytest.raises(PackagingError, match=r"pin hashes .* put peewee-serverless"):
+        build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
+    (folder / "requirements.txt").write_text(lock + pin("peewee"))
+    report = build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
+    assert {"slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))

@@ -484,8 +484,12 @@ def _models_of(module_name: str) -> list[type[Model]]:
         sys.path.insert(0, os.getcwd())
     try:
         module = import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError("--auto", f"cannot import {module_name!r}: {exc}") from None
+    except PeeweeServerlessError:
+        raise  # its own one-line message (a bad DB_* setting read at import)
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: one line, no traceback
+        raise ConfigurationError(
+            "--auto", f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     models = [
         value
         for value in vars(module).values()
@@ -550,10 +554,10 @@ def create_migration(
 
 # -- command line --------------------------------------------------------------------------------
 def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``migrate [up|down|status] [--dir DIR] [--target NAME]`` on a subparser set."""
+    """Register ``migrate [up|down|status|create NAME] [--dir DIR] ...`` on a subparser set."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "migrate",
-        help="apply, revert or list migrations on the configured database",
+        help="apply, revert, list or create migrations",
         description=(
             "Run playhouse.migrations files against the database configured by DATABASE_URL or "
             "DB_* variables, under a lock that makes concurrent runs safe."

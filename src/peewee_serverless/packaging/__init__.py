@@ -44,6 +44,7 @@ from .check import check_zip
 from .requirements import (
     ARCHITECTURES,
     DISTRIBUTION,
+    FunctionRequirements,
     PipSource,
     download_wheels,
     install,
@@ -91,6 +92,10 @@ PRUNED_SUFFIXES = (".pyc", ".pyo")
 
 def _requirement_name(requirement: str) -> str:
     return _normalise(re.split(r"[\s<>=!~\[;(@]", requirement.strip(), maxsplit=1)[0])
+
+
+def _normalised(requirements: FunctionRequirements) -> set[str]:
+    return {_normalise(n) for n in requirements.names}
 
 
 def _normalise(name: str) -> str:
@@ -291,6 +296,12 @@ def build_package(
     if not include_boto3:
         # The runtime has boto3 and its dependencies: not even resolved, so none of them ship.
         library = [r for r in library if _requirement_name(r) not in RUNTIME_PROVIDED]
+    if function_requirements.hashed:
+        # A lock file pins (and hashes) the library's dependencies itself: its pins stand in
+        # for the library's ranges, which pip's hash-checking mode would refuse unhashed.
+        library = [
+            r for r in library if _requirement_name(r) not in _normalised(function_requirements)
+        ]
     pip_lines = [*library, *function_requirements.lines]
 
     with tempfile.TemporaryDirectory(prefix="peewee-serverless-package-") as tmp:
