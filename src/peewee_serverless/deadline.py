@@ -86,6 +86,10 @@ def pg_wait(conn: Any) -> None:
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
+                # Close the socket now: the traceback keeps this frame (and so ``conn``) alive,
+                # and a half-made connection would stay open into the next freeze until the
+                # garbage collector found it (seen by tests/test_resume.py).
+                conn.close()
                 raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
         if state == ext.POLL_READ:
             select.select([fd], [], [], timeout)
