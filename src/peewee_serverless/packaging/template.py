@@ -22,7 +22,6 @@ __all__ = ["ENGINE_EXTRAS", "TemplateFunction", "engine_from_environment", "read
 ENGINE_EXTRAS: dict[str, str | None] = {"mysql": "mysql", "postgres": "postgres", "sqlite": None}
 
 
-
 @dataclass(frozen=True)
 class TemplateFunction:
     """The parts of a template that concern one function (or the Globals when none matched)."""
