@@ -173,12 +173,14 @@ class ConnectRetryMixin:
         if self._deadline is None or configured is None:
             return self._driver_connect()  # type: ignore[attr-defined]
         remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            from .errors import DeadlineExceeded
+
+            raise DeadlineExceeded("the invocation's time ran out before connecting")
         if remaining >= float(configured):
             return self._driver_connect()  # type: ignore[attr-defined]
-        # libpq takes whole seconds (and treats 1 as 2); PyMySQL takes a float.
-        bounded: float = max(0.05, remaining)
-        if isinstance(configured, int):
-            bounded = max(1, int(remaining))
+        # Per backend: PyMySQL takes a float; libpq whole seconds (never rounded up).
+        bounded = self.connect_timeout_within(remaining, configured)  # type: ignore[attr-defined]
         params["connect_timeout"] = bounded
         try:
             return self._driver_connect()  # type: ignore[attr-defined]

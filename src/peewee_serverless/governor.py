@@ -65,6 +65,8 @@ logger = logging.getLogger("peewee_serverless.governor")
 
 #: At most this many sessions are killed by one invocation (bounds the work at the end).
 MAX_REAP = 50
+#: Governance (a few statements) is skipped when less time than this is left in the invocation.
+GOVERN_MIN_SECONDS = 1.0
 
 _ER_NO_SUCH_THREAD = 1094
 _ER_SPECIFIC_ACCESS_DENIED = 1227
@@ -260,6 +262,9 @@ class GovernorMixin:
         state = self._state
         if state.closed or getattr(state, "broken", False) or state.transactions:
             return
+        left = self.time_left()  # type: ignore[attr-defined]
+        if left is not None and left < GOVERN_MIN_SECONDS:
+            return  # helping others never costs our answer its deadline
         usage = self._current_usage()
         if usage is None or usage.ratio <= opts.usage_threshold:
             return
