@@ -443,3 +443,22 @@ def test_hashed_lock_file(wheels: Path, tmp_path: Path) -> None:
     (folder / "requirements.txt").write_text(lock + pin("peewee"))
     report = build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
     assert {"slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))
+
+
+def test_runtime_stand_in_without_a_local_boto3_is_installed_once(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peewee_serverless.packaging import check
+    from peewee_serverless.packaging.requirements import PipSource
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = PipSource(find_links=(str(wheels),), no_index=True)
+    runtime = check._installed_runtime(source)
+    assert (runtime / "boto3" / "__init__.py").is_file()
+    assert (runtime / "botocore" / "__init__.py").is_file()
+
+    def no_pip(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pip ran again")
+
+    monkeypatch.setattr(check.subprocess, "run", no_pip)
+    assert check._installed_runtime(source) == runtime  # cached
