@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .config import JITTERS
 from .errors import ErrorKind, classify
+from .options import JITTERS
+from .stats import emit_event
 
 __all__ = [
     "JITTERS",
@@ -120,20 +121,6 @@ def retry_call(
             if on_retry is not None:
                 on_retry(retried, wait, exc)
             sleep(wait)
-
-
-def emit_event(db: Any, name: str, **fields: Any) -> None:
-    """Log a connection event (structured) and pass it to ``db.event_hooks`` callables.
-
-    A hook is ``hook(name, fields)``; one that raises is logged and ignored: metrics must never
-    break an invocation.
-    """
-    logger.info("database %s", name, extra={"db_event": {"event": name, **fields}})
-    for hook in getattr(db, "event_hooks", ()):
-        try:
-            hook(name, dict(fields))
-        except Exception:  # noqa: BLE001
-            logger.exception("event hook failed for %s", name)
 
 
 class ConnectRetryMixin:

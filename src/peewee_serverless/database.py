@@ -26,7 +26,6 @@ import logging
 import re
 import select
 import time
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
@@ -40,7 +39,6 @@ from peewee import (
 from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
-from .config import ServerlessOptions
 from .errors import (
     ConnectionLimitReached,
     ConnectionLost,
@@ -51,8 +49,10 @@ from .errors import (
     classify,
     driver_error,
 )
-from .governor import GovernorMixin
+from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
+from .options import ServerlessOptions
 from .secrets import CredentialSource
+from .stats import ConnectionEvents
 
 __all__ = [
     "ConnectionEvents",
@@ -203,33 +203,6 @@ def _is_read_only(sql: str) -> bool:
         name.rsplit(".", 1)[-1].lower() in _PURE_CALLS and "." not in name
         for name in _CALL.findall(bare)
     )
-
-
-@dataclass
-class ConnectionEvents:
-    """What happened to the connection during one invocation (reset by the lifecycle)."""
-
-    connects: int = 0
-    reused: int = 0
-    checks: int = 0
-    reconnects: int = 0
-    retries: int = 0
-    reaped: int = 0
-    yielded: int = 0
-    gave_up: int = 0
-    db_seconds: float = 0.0
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        # Called on every invocation: precomputed defaults, not dataclasses.fields() each time.
-        self.__dict__.update(_EVENT_DEFAULTS)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counters as a plain dict (for structured logs)."""
-        return {name: getattr(self, name) for name in _EVENT_DEFAULTS}
-
-
-_EVENT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ConnectionEvents)}
 
 
 class ServerlessDatabaseMixin:
@@ -721,7 +694,7 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
 
 
 class ServerlessMySQLDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
+    ConnectRetryMixin, MySQLGovernor, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
@@ -825,7 +798,7 @@ class ServerlessMySQLDatabase(
 
 
 class ServerlessPostgresqlDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, PostgresqlDatabase
+    ConnectRetryMixin, PostgresGovernor, ServerlessDatabaseMixin, PostgresqlDatabase
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
