@@ -134,6 +134,7 @@ class ConnectRetryMixin:
     options: Any
     events: Any
     _deadline: float | None
+    _attempt: dict[str, Any]
 
     #: Replaceable for tests (a seeded ``random.Random``); ``None``: fresh randomness.
     backoff_rng: random.Random | None = None
@@ -155,24 +156,24 @@ class ConnectRetryMixin:
         but never answers; with little time left in the invocation the attempt gets only that
         little, so giving up (a 503) still happens before Lambda kills the invocation.
         """
-        params: dict[str, Any] = self.connect_params  # type: ignore[attr-defined]
-        configured = params.get("connect_timeout")
-        if self._deadline is None or configured is None:
-            return self._driver_connect()  # type: ignore[attr-defined]
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            from .errors import DeadlineExceeded
+        configured = self.connect_params.get("connect_timeout")  # type: ignore[attr-defined]
+        attempt: dict[str, Any] = {}
+        if self._deadline is not None and configured is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                from .errors import DeadlineExceeded
 
-            raise DeadlineExceeded("the invocation's time ran out before connecting")
-        if remaining >= float(configured):
-            return self._driver_connect()  # type: ignore[attr-defined]
-        # Per backend: PyMySQL takes a float; libpq whole seconds (never rounded up).
-        bounded = self.connect_timeout_within(remaining, configured)  # type: ignore[attr-defined]
-        params["connect_timeout"] = bounded
+                raise DeadlineExceeded("the invocation's time ran out before connecting")
+            if remaining < float(configured):
+                # Per backend: PyMySQL takes a float; libpq whole seconds (never rounded up).
+                within = self.connect_timeout_within  # type: ignore[attr-defined]
+                attempt["connect_timeout"] = within(remaining, configured)
+        # Built afresh for each attempt; connect_params itself is never changed here.
+        self._attempt = attempt
         try:
             return self._driver_connect()  # type: ignore[attr-defined]
         finally:
-            params["connect_timeout"] = configured
+            self._attempt = {}
 
     def _open_connection(self) -> Any:
         policy = self.backoff_policy()

@@ -237,6 +237,8 @@ class ServerlessDatabaseMixin:
         self._last_used: float | None = None
         self._deadline: float | None = None
         self._timing = False
+        #: This connect attempt's own driver parameters (see ``_params_now``); empty between.
+        self._attempt: dict[str, Any] = {}
         #: ``select.poll`` object watching the current connection's socket (None: nothing to
         #: watch). Registered once per connection: the check is one ``poll(0)`` system call.
         self._poller: Any = None
@@ -680,6 +682,29 @@ class ServerlessDatabaseMixin:
             return func(*args, **kwargs)
 
 
+def _params_now(db: Any) -> dict[str, Any]:
+    """The driver parameters for the connect attempt under way: a fresh dict, built from the
+    configured ``connect_params`` and this attempt's own values (timeouts bounded by the
+    deadline, the handshake timeout), which never touch ``connect_params`` itself."""
+    return {**db.connect_params, **getattr(db, "_attempt", {})}
+
+
+class _AttemptPostgresqlDatabase(PostgresqlDatabase):
+    """Peewee's ``PostgresqlDatabase._connect`` with the attempt's parameters (same steps)."""
+
+    if TYPE_CHECKING:  # set by PostgresqlDatabase.init (untyped)
+        _adapter: Any
+        _isolation_level: Any
+
+    def _connect(self) -> Any:
+        self._adapter.check_driver()
+        conn = self._adapter.connect(self, **_params_now(self))
+        if self._isolation_level:
+            conn.set_isolation_level(self._isolation_level)
+        conn.autocommit = True
+        return conn
+
+
 class _TlsReusingMySQLDatabase(MySQLDatabase):
     """Peewee's ``MySQLDatabase`` connecting through :func:`.tls.pymysql_connect`.
 
@@ -690,7 +715,7 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
     def _connect(self) -> Any:
         from .tls import pymysql_connect
 
-        return pymysql_connect(database=self.database, autocommit=True, **self.connect_params)
+        return pymysql_connect(database=self.database, autocommit=True, **_params_now(self))
 
 
 class ServerlessMySQLDatabase(
@@ -710,15 +735,12 @@ class ServerlessMySQLDatabase(
         # greeting with read_timeout, which is "forever" by default. A server that accepts and
         # never answers would hold the invocation until Lambda kills it, so the handshake gets
         # connect_timeout too, and queries get their own read_timeout back afterwards.
-        params = self.connect_params
+        params = _params_now(self)
         if params.get("read_timeout") is not None or params.get("connect_timeout") is None:
             return super()._driver_connect()
-        params["read_timeout"] = params["connect_timeout"]
-        try:
-            conn = super()._driver_connect()
-        finally:
-            del params["read_timeout"]
-        conn._read_timeout = None  # PyMySQL re-applies it before the next read
+        self._attempt = {**self._attempt, "read_timeout": params["connect_timeout"]}
+        conn = super()._driver_connect()
+        conn._read_timeout = None  # queries: PyMySQL's default again (or the deadline's)
         return conn
 
     def _ping(self, conn: Any) -> bool:
@@ -798,7 +820,7 @@ class ServerlessMySQLDatabase(
 
 
 class ServerlessPostgresqlDatabase(
-    ConnectRetryMixin, PostgresGovernor, ServerlessDatabaseMixin, PostgresqlDatabase
+    ConnectRetryMixin, PostgresGovernor, ServerlessDatabaseMixin, _AttemptPostgresqlDatabase
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
