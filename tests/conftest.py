@@ -1,7 +1,14 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
-Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default ``sqlite,mariadb,postgres``).
-A listed server that cannot be reached FAILS the run; leave it out of the list to opt out.
+Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
+``sqlite,mariadb,postgres,pgbouncer,data-api-mysql,data-api-postgres``). A listed server that
+cannot be reached FAILS the run; leave it out of the list to opt out. ``pgbouncer`` is the
+PostgreSQL test database reached through a PgBouncer of this test run (transaction pooling,
+``DB_MODE=proxy``); ``data-api-mysql`` / ``data-api-postgres`` are Peewee over Aurora's Data API
+protocol, served by ``peewee_serverless.data_api.endpoint`` (started here, in a thread) on the same
+MariaDB / PostgreSQL servers. Those are ways to reach a server rather than engines, so only the
+example service's tests run on them (:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture
+does not.
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
 """
@@ -11,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +34,32 @@ from peewee_serverless import database_from_env
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # makes `examples.users` importable from the tests
 
-ALL_BACKENDS = ("sqlite", "mariadb", "postgres")
+ALL_BACKENDS = (
+    "sqlite",
+    "mariadb",
+    "postgres",
+    "pgbouncer",
+    "data-api-mysql",
+    "data-api-postgres",
+)
+DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
+#: Ways to reach a server that only the example service's test body runs on.
+EXAMPLE_ONLY_BACKENDS = ("pgbouncer", *DATA_API_BACKENDS)
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
     if b.strip()
 )
-SERVER_BACKENDS = tuple(b for b in SELECTED if b != "sqlite")
+#: What the ``backend`` fixture runs on: the engines themselves.
+GENERAL_BACKENDS = tuple(b for b in SELECTED if b not in EXAMPLE_ONLY_BACKENDS)
+#: What the example service's tests run on (``example_backend``).
+EXAMPLE_BACKENDS = SELECTED
+SERVER_BACKENDS = tuple(b for b in GENERAL_BACKENDS if b != "sqlite")
+DATA_API_CLUSTERS = {
+    "mysql": "arn:aws:rds:us-east-1:123456789012:cluster:local-mysql",
+    "postgres": "arn:aws:rds:us-east-1:123456789012:cluster:local-postgres",
+}
+DATA_API_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:local-AbCdEf"
 TEST_DB = os.environ.get("PEEWEE_SERVERLESS_TEST_DB", "peewee_serverless_test")
 
 MYSQL_ADMIN = {
@@ -89,12 +116,32 @@ class Backend:
             cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def kill(self, connection_id: int) -> None:
-        """Kill a server session from outside, as a server restart or reaper would."""
+    def kill(self, connection_id: int, wait: bool = True) -> None:
+        """Kill a server session from outside, as a server restart or reaper would.
+
+        With ``wait`` return once the server no longer lists it (``pg_terminate_backend`` only
+        signals the backend; bounded), so "killed" means killed. One short-lived connection.
+        """
         if self.engine == "mysql":
-            self.query(f"KILL {int(connection_id)}")
+            conn = pymysql.connect(database=TEST_DB, autocommit=True, **MYSQL_ADMIN)
+            kill = f"KILL {int(connection_id)}"
+            listed = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s"
         else:
-            self.query("SELECT pg_terminate_backend(%s)", (connection_id,))
+            conn = psycopg2.connect(dbname=TEST_DB, **PG_ADMIN)
+            conn.autocommit = True
+            kill = f"SELECT pg_terminate_backend({int(connection_id)})"
+            listed = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s"
+        try:
+            with conn.cursor() as cur:
+                cur.execute(kill)
+                deadline = time.monotonic() + 10.0
+                while wait and time.monotonic() < deadline:
+                    cur.execute(listed, (connection_id,))
+                    if cur.fetchone()[0] == 0:
+                        break
+                    time.sleep(0.002)  # poll interval; the condition is re-read each round
+        finally:
+            conn.close()
 
     def connection_ids(self) -> set[int]:
         """Server session ids connected to the test database (our admin connections excluded)."""
@@ -164,8 +211,16 @@ def _drop_all_tables(backend: Backend) -> None:
 _ready: set[str] = set()
 
 
-def backend_env(name: str, tmp: Path) -> dict[str, str]:
+def backend_env(name: str, tmp: Path, data_api_url: str = "") -> dict[str, str]:
     """The environment a function would have for ``name`` (DB_* variables)."""
+    if name in DATA_API_BACKENDS:
+        engine = "mysql" if name == "data-api-mysql" else "postgres"
+        scheme = "mysql" if engine == "mysql" else "postgresql"
+        return {
+            "DATABASE_URL": f"{scheme}+data-api://{DATA_API_CLUSTERS[engine]}/{TEST_DB}"
+            f"?secret_arn={DATA_API_SECRET}",
+            "AWS_ENDPOINT_URL_RDS_DATA": data_api_url,
+        }
     if name == "sqlite":
         return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
     if name == "mariadb":
@@ -191,22 +246,111 @@ def backend_env(name: str, tmp: Path) -> dict[str, str]:
     return env
 
 
-def make_backend(name: str, tmp: Path) -> Backend:
-    """Prepare ``name`` (create its database once per run, empty its tables) and describe it."""
-    engine = {"sqlite": "sqlite", "mariadb": "mysql", "postgres": "postgres"}[name]
+ENGINE_OF = {
+    "sqlite": "sqlite",
+    "mariadb": "mysql",
+    "postgres": "postgres",
+    "pgbouncer": "postgres",
+    "data-api-mysql": "mysql",
+    "data-api-postgres": "postgres",
+}
+
+
+def make_backend(name: str, tmp: Path, proxy_env: dict[str, str] | None = None) -> Backend:
+    """Prepare ``name`` (create its database once per run, empty its tables) and describe it.
+
+    ``proxy_env``: the variables that reach the server another way (``pgbouncer``, Data API).
+    """
+    if name not in SELECTED:  # a direct call for a backend the run opted out of
+        pytest.skip(f"{name} left out by PEEWEE_SERVERLESS_TEST_BACKENDS")
+    engine = ENGINE_OF[name]
     if engine != "sqlite" and engine not in _ready:
         _ensure_server_database(engine)
         _ready.add(engine)
-    backend = Backend(name, engine, backend_env(name, tmp), tmp)
+    backend = Backend(name, engine, proxy_env or backend_env(name, tmp), tmp)
     if engine != "sqlite":
-        _drop_all_tables(backend)
+        # Directly on the server (also for the Data API backends: same server, fewer hops).
+        direct = "mariadb" if engine == "mysql" else "postgres"
+        _drop_all_tables(Backend(direct, engine, backend_env(direct, tmp), tmp))
     return backend
 
 
-@pytest.fixture(params=SELECTED)
+@pytest.fixture(scope="session")
+def data_api_endpoint() -> Iterator[Any]:
+    """The local Data API endpoint on the shared servers, for the whole run.
+
+    boto3 needs credentials to sign (the endpoint does not check them): fake ones are set for
+    the run when none are configured, never replacing real ones.
+    """
+    from peewee_serverless.data_api.endpoint import ClusterTarget, DataApiEndpoint
+
+    clusters = {
+        DATA_API_CLUSTERS["mysql"]: ClusterTarget(
+            "mysql", MYSQL_ADMIN["host"], MYSQL_ADMIN["port"], MYSQL_ADMIN["user"],
+            MYSQL_ADMIN["password"], TEST_DB,
+        ),
+        DATA_API_CLUSTERS["postgres"]: ClusterTarget(
+            "postgres", PG_ADMIN["host"], PG_ADMIN["port"], PG_ADMIN["user"],
+            PG_ADMIN["password"], TEST_DB,
+        ),
+    }  # fmt: skip
+    endpoint = DataApiEndpoint(clusters, secret_arns=frozenset((DATA_API_SECRET,))).start()
+    added = {}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if not os.environ.get(key):
+            added[key] = os.environ[key] = "testing"
+    try:
+        yield endpoint
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_proxy() -> Iterator[Any]:
+    """A PgBouncer (transaction pooling) in front of the PostgreSQL test server, for this run."""
+    from .pgbouncer import PgBouncer
+
+    try:
+        bouncer = PgBouncer(PG_ADMIN["host"], PG_ADMIN["port"], users=[PG_ADMIN["user"]])
+        bouncer.start()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(
+            f"backend pgbouncer could not start ({exc}); install the Debian package pgbouncer "
+            "(scripts/services does) or opt out with PEEWEE_SERVERLESS_TEST_BACKENDS",
+            pytrace=False,
+        )
+    yield bouncer
+    bouncer.stop()
+
+
+def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    name = request.param
+    proxy_env = None
+    if name == "pgbouncer":
+        proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)
+        if PG_ADMIN["password"]:
+            proxy_env["DB_PASSWORD"] = PG_ADMIN["password"]
+    elif name in DATA_API_BACKENDS:
+        endpoint = request.getfixturevalue("data_api_endpoint")
+        endpoint.service.clear_faults()
+        proxy_env = backend_env(name, tmp_path, endpoint.url)
+    return make_backend(name, tmp_path, proxy_env)
+
+
+@pytest.fixture(params=GENERAL_BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every backend selected for this run, each with an empty test database."""
-    b = make_backend(request.param, tmp_path)
+    """Every engine selected for this run, each with an empty test database."""
+    b = _make_selected_backend(request, tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture(params=EXAMPLE_BACKENDS)
+def example_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every backend the example service runs on: the engines and the ways to reach them."""
+    b = _make_selected_backend(request, tmp_path)
     yield b
     b.close()
 
@@ -257,15 +401,15 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
     from peewee_serverless.migrate import run_migrations
 
-    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER"):
+    for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER", "DB_MODE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
-    import examples.users.app
-    import examples.users.models
-
-    importlib.reload(examples.users.models)
-    app = importlib.reload(examples.users.app)
+    # A fresh import of every module of the example (models, stores, app), as a new container
+    # would do: reloading only some would leave the others bound to the previous database.
+    for name in [m for m in sys.modules if m.startswith("examples.users.")]:
+        del sys.modules[name]
+    app = importlib.import_module("examples.users.app")
     migrator_db = backend.make_db()
     run_migrations(migrator_db, EXAMPLE_MIGRATIONS)
     migrator_db.close()
@@ -273,9 +417,11 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
 
 
 @pytest.fixture
-def users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[UsersService]:
-    """The example service on every backend."""
-    service = load_users_service(backend, monkeypatch)
+def users_service(
+    example_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[UsersService]:
+    """The example service on every backend it runs on (:data:`EXAMPLE_BACKENDS`)."""
+    service = load_users_service(example_backend, monkeypatch)
     yield service
     if not service.db.is_closed():
         service.db.finish()

@@ -134,8 +134,8 @@ def test_connection_killed_between_invocations_is_replaced(
 ) -> None:
     """Frozen container, connection killed meanwhile: the next invocation still succeeds.
 
-    With a check due (idle gap over the threshold) the ping finds it dead; without one, the
-    first statement (a ``BEGIN``) fails and is safely retried on a new connection.
+    The socket check at the start of the invocation sees that the server ended the session,
+    with or without an idle check due: the connection is replaced before the handler runs.
     """
     db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": idle_check, "DB_LOG_INVOCATIONS": "all"})
     _bind(db)
@@ -155,8 +155,7 @@ def test_connection_killed_between_invocations_is_replaced(
     assert second["session"] != first["session"]
     assert log.records[-1]["reconnects"] == 1
     assert log.records[-1]["outcome"] == "ok"
-    expected = "replaced" if idle_check == "0" else "reused"
-    assert log.records[-1]["connection"] == expected
+    assert log.records[-1]["connection"] == "replaced"
     assert sorted(r[0] for r in server_backend.query("SELECT body FROM note")) == ["one", "two"]
     db.close()
 
@@ -171,13 +170,58 @@ def test_read_after_kill_is_retried_transparently(server_backend: Backend) -> No
     db.close()
 
 
-def test_autocommit_write_after_kill_is_not_retried_blindly(server_backend: Backend) -> None:
-    """A write whose fate is unknown is neither lost silently nor run twice: it fails typed."""
+def test_autocommit_write_after_kill_runs_once_on_a_new_connection(
+    server_backend: Backend,
+) -> None:
+    """Killed while idle: the socket shows it before the write is sent, so the write cannot
+    have run; it runs once on a new connection."""
     db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": "3600"})
     _bind(db)
-    server_backend.kill(db.server_connection_id())
-    with pytest.raises(ConnectionLost):
-        Note.create(body="maybe")
+    old = db.server_connection_id()
+    server_backend.kill(old)
+    Note.create(body="sure")
+    assert server_backend.query("SELECT body FROM note") == [("sure",)]
+    assert db.server_connection_id() != old
+    assert db.events.reconnects == 1
+    db.close()
+
+
+def test_write_in_flight_when_the_connection_dies_is_not_retried(server_backend: Backend) -> None:
+    """A write whose fate is unknown is neither lost silently nor run twice: it fails typed."""
+    import threading
+    import time
+
+    db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": "3600"})
+    _bind(db)
+    slow = (
+        "INSERT INTO note (body) SELECT 'maybe' FROM (SELECT SLEEP(5)) AS s"
+        if server_backend.engine == "mysql"
+        else "INSERT INTO note (body) SELECT 'maybe' FROM pg_sleep(5)"
+    )
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        try:
+            db.execute_sql(slow)
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    # Peewee keeps one connection per thread: find the writer's session by its statement.
+    active = (
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s AND ID <> CONNECTION_ID()"
+        if server_backend.engine == "mysql"
+        else "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 10
+    while not (rows := server_backend.query(active, ("INSERT INTO note%",))):
+        assert time.monotonic() < deadline, "the write never started"
+        thread.join(0.01)
+    session = int(rows[0][0])
+    server_backend.kill(session)
+    thread.join(30)
+    assert isinstance(outcome.get("error"), ConnectionLost)
     assert server_backend.query("SELECT COUNT(*) FROM note")[0][0] == 0
     # The broken connection was dropped: the next statement simply reconnects.
     Note.create(body="sure")
@@ -254,3 +298,84 @@ def test_check_after_a_freeze_does_not_hang_on_a_stopped_server(engine: str) -> 
             server.process.send_signal(signal.SIGCONT)
         assert db.execute_sql("SELECT 2").fetchone()[0] == 2  # a fresh connection
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "read_only"),
+    [
+        ('SELECT "t1"."id" FROM "note" AS "t1" WHERE ("t1"."id" = %s) LIMIT %s', True),
+        ("SELECT COUNT(1) FROM (SELECT 1 FROM note) AS t", True),
+        ("SHOW TABLES", True),
+        ("EXPLAIN SELECT 1", True),
+        ("SELECT 'add_audit()' AS text", True),
+        ("SELECT add_audit()", False),  # a function may write
+        ("SELECT public.add_audit()", False),
+        ('SELECT "add_audit"()', False),
+        ("SELECT nextval('s')", False),
+        ("EXPLAIN ANALYZE INSERT INTO note (body) VALUES ('x')", False),
+        ("SELECT * INTO copy FROM note", False),
+        ("SELECT 1; DELETE FROM note", False),
+        ("INSERT INTO note (body) VALUES (%s)", False),
+        ("WITH d AS (DELETE FROM note RETURNING id) SELECT * FROM d", False),
+    ],
+)
+def test_only_provably_read_only_statements_count_as_read_only(sql: str, read_only: bool) -> None:
+    from peewee_serverless.database import _is_read_only
+
+    assert _is_read_only(sql) is read_only
+
+
+def test_db_ms_counts_the_connect_once(backend: Backend) -> None:
+    """The lifecycle's db_ms holds each wait once: never more than the invocation took."""
+    db = backend.make_db({"DB_LOG_INVOCATIONS": "all"})
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        return db.execute_sql("SELECT 1").fetchone()[0]
+
+    assert handler({}, LambdaContext()) == 1
+    record = log.records[-1]
+    assert record["connects"] == 1
+    assert 0 < record["db_ms"] <= record["total_ms"]
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["keyword", "url"])
+def test_sqlite_keeps_the_users_timeout(tmp_path: Any, how: str) -> None:
+    from peewee_serverless import ServerlessSqliteDatabase, database_from_env
+
+    path = tmp_path / "t.db"
+    if how == "keyword":
+        db = ServerlessSqliteDatabase(str(path), timeout=0.5)
+    else:
+        db = database_from_env({"DATABASE_URL": f"sqlite:///{path}?timeout=0.5"})
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 500
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    default = ServerlessSqliteDatabase(str(path))
+    assert default.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 5000  # Peewee's default
+    default.close()
+
+
+def test_a_write_refused_as_read_only_drops_the_connection(server_backend: Backend) -> None:
+    """A demoted writer (failover) answers 503 and the next connection is a new one."""
+    from peewee_serverless import DatabaseUnavailable, ServerReadOnly
+
+    db = server_backend.make_db()
+    _bind(db)
+    old = db.server_connection_id()
+    if server_backend.engine == "postgres":
+        db.execute_sql("SET default_transaction_read_only = on")
+        refused = "INSERT INTO note (body) VALUES ('x')"  # 25006 read_only_sql_transaction
+    else:
+        # The server's own error packet for --read-only (1290), as a demoted writer sends it.
+        refused = "SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1290, MESSAGE_TEXT = 'read-only'"
+    with pytest.raises(ServerReadOnly) as raised:
+        db.execute_sql(refused)
+    assert isinstance(raised.value, DatabaseUnavailable) and raised.value.retry_after >= 1
+    assert db.is_closed()
+    Note.create(body="after")
+    assert db.server_connection_id() != old
+    assert server_backend.query("SELECT body FROM note") == [("after",)]
+    db.close()

@@ -117,7 +117,9 @@ def test_invalid_idempotency_key_is_422(users_service: UsersService) -> None:
 def test_failing_request_removes_record_and_retry_succeeds(
     users_service: UsersService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user_model = users_service.module.User
+    import examples.users.models
+
+    user_model = examples.users.models.User
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")

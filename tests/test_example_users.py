@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -14,11 +13,17 @@ from urllib.parse import urlparse
 
 import pytest
 
-from peewee_serverless.local.events import HttpRequest, build_event
+from peewee_serverless.testing import LambdaClient
 
 from .conftest import ROOT, Backend, UsersService, load_users_service
 
 JSON = [("Content-Type", "application/json")]
+
+
+@pytest.fixture
+def backend(example_backend: Backend) -> Backend:
+    """Here ``backend`` is every backend of the example (PgBouncer included), not only engines."""
+    return example_backend
 
 
 def call(
@@ -29,14 +34,12 @@ def call(
     version: str = "v1",
     raw: bytes | None = None,
 ) -> tuple[int, Any, dict[str, Any]]:
-    """One request through the Lambda handler: (status, parsed JSON body, raw response)."""
-    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-    event = build_event(HttpRequest.from_target(method, target, JSON, data), version)
-    response = service.invoke(event)
-    text = response.get("body") or "null"
-    if response.get("isBase64Encoded"):
-        text = base64.b64decode(text).decode()
-    return response["statusCode"], json.loads(text), response
+    """One request through the Lambda handler (the test client of peewee_serverless.testing):
+    (status, parsed JSON body, the handler's response)."""
+    client = LambdaClient(service.module.handler, version=version)
+    data = raw if raw is not None else (None if body is None else json.dumps(body))
+    response = client.request(method, target, body=data, headers=JSON)
+    return response.status_code, json.loads(response.text or "null"), response.raw
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -116,6 +117,16 @@ class Accounts:
                 (self.app, self.other),
             )
         return {int(r[0]) for r in rows}
+
+    def wait_gone(self, ids: set[int], timeout: float = 10.0) -> set[int]:
+        """The alive ids, once none of ``ids`` is among them (or the bound ran out)."""
+        waiter = threading.Event()
+        deadline = time.monotonic() + timeout
+        alive = self.alive_ids()
+        while ids & alive and time.monotonic() < deadline:
+            waiter.wait(0.02)  # poll interval; the condition is re-read each round
+            alive = self.alive_ids()
+        return alive
 
     def drop(self) -> None:
         for conn in self.raw:
@@ -239,8 +250,10 @@ def test_only_this_applications_idle_connections_are_reaped(accounts: Accounts) 
         assert fields["reaped"] == 3
         assert fields["yielded"] == 0
         assert not db.is_closed()  # something was reaped: we keep our connection
-        alive = accounts.alive_ids()
-        assert not {accounts.session_id(c) for c in idle_app} & alive
+        # pg_terminate_backend only signals: the backends leave pg_stat_activity a moment later.
+        reaped_ids = {accounts.session_id(c) for c in idle_app}
+        alive = accounts.wait_gone(reaped_ids)
+        assert not reaped_ids & alive
         assert {accounts.session_id(c) for c in idle_other} <= alive
         assert accounts.session_id(in_txn) in alive
         with in_txn.cursor() as cur:  # still usable, transaction intact
@@ -339,13 +352,69 @@ def test_races_with_connections_already_gone_are_not_errors(accounts: Accounts) 
             # Listing and terminating are one statement on PostgreSQL; a backend that exits
             # meanwhile makes pg_terminate_backend() return false, which is not counted.
             vanish()
-            for _ in range(500):  # termination is asynchronous: wait until the server says so
-                if victim_id not in accounts.alive_ids():
-                    break
-                threading.Event().wait(0.01)
+            accounts.wait_gone({victim_id})  # termination is asynchronous
             reaped = db.reap_zombies(0)
         assert reaped == 0
         assert not db.is_closed()
         db.execute_sql("SELECT 1")
     finally:
         db.close()
+
+
+def test_usage_counts_other_roles_sessions_without_extra_privileges(accounts: Accounts) -> None:
+    """An unprivileged role sees the server's usage, other roles' sessions included."""
+    others = [accounts.connect(accounts.other) for _ in range(3)]
+    if accounts.engine == "postgres":  # no role limit: the server-wide count decides
+        accounts.backend.query(f"ALTER ROLE {accounts.app} CONNECTION LIMIT -1")
+    else:
+        accounts.backend.query(f"ALTER USER '{accounts.app}' WITH MAX_USER_CONNECTIONS 0")
+    db = accounts.backend.make_db(accounts.env(accounts.app))
+    try:
+        db.connect()
+        usage = db.connection_usage()
+        assert usage is not None and usage.scope == "server"
+        assert usage.connections >= len(others) + 1
+    finally:
+        db.close()
+
+
+def test_a_transaction_that_only_began_is_never_reaped(accounts: Accounts) -> None:
+    """``with db.atomic():`` around a slow call: idle, no statement yet, still not a zombie."""
+    holder = accounts.backend.make_db(accounts.env(accounts.app))
+    reaper = accounts.backend.make_db(
+        accounts.env(
+            accounts.app,
+            DB_USAGE_THRESHOLD="0",
+            DB_ZOMBIE_MIN_SECONDS="0",
+            DB_ZOMBIE_MAX_SECONDS="0",
+        )
+    )
+    try:
+        with holder.atomic():
+            session = holder.server_connection_id()
+            # BEGIN (and the id query) are the only statements: wait until idle for 1 s+.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if accounts.engine == "mysql":
+                    rows = accounts.backend.query(
+                        "SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = %s",
+                        (session,),
+                    )
+                    idle = bool(rows) and int(rows[0][0]) >= 1
+                else:
+                    rows = accounts.backend.query(
+                        "SELECT clock_timestamp() - state_change > interval '1 second'"
+                        " FROM pg_stat_activity WHERE pid = %s",
+                        (session,),
+                    )
+                    idle = bool(rows) and bool(rows[0][0])
+                if idle:
+                    break
+                threading.Event().wait(0.05)
+            assert reaper.connection() is not None
+            assert reaper.reap_zombies(0) == 0
+            assert session in accounts.alive_ids()
+            assert holder.execute_sql("SELECT 1").fetchone()[0] == 1  # transaction still usable
+    finally:
+        holder.close()
+        reaper.close()

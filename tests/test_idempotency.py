@@ -19,9 +19,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from peewee import CharField, Model
 
-from peewee_serverless import database_from_env
+from peewee_serverless import RequestInProgress, database_from_env
 from peewee_serverless.cli import main as cli_main
-from peewee_serverless.idempotency import PeeweePersistenceLayer
+from peewee_serverless.idempotency import (
+    PeeweePersistenceLayer,
+    transactional_idempotent_function,
+)
 from peewee_serverless.idempotency_table import (
     DEFAULT_TABLE,
     create_table,
@@ -240,7 +243,8 @@ def test_migration_creates_the_table(db: Any) -> None:
     assert "0002_idempotency" in applied
     with db.connection_context():
         assert DEFAULT_TABLE in db.get_tables()
-    assert run_migrations(db, MIGRATIONS, "down") == ["0002_idempotency"]
+    reverted = run_migrations(db, MIGRATIONS, "down", "0002_idempotency")
+    assert reverted[-1] == "0002_idempotency"
     with db.connection_context():
         assert DEFAULT_TABLE not in db.get_tables()
 
@@ -292,3 +296,73 @@ def test_concurrent_processes_same_key_exactly_one_executes(store: Any, backend:
     assert all(r == {"effect_id": effects[0].id} for r in ok)
     (row,) = _rows(store)
     assert row.status == "COMPLETED"
+
+
+# -- transactional_idempotent_function: the work and the record commit together ---------------
+def _make_transactional(db: Any, fail_after_write: bool = False) -> tuple[Any, Any, list[int]]:
+    layer = PeeweePersistenceLayer(db)
+    effect = _effect_model(db)
+    calls: list[int] = []
+    config = IdempotencyConfig(event_key_jmespath="id")
+    config.register_lambda_context(FakeContext())
+
+    @transactional_idempotent_function(
+        data_keyword_argument="order", persistence_store=layer, config=config
+    )
+    def create(order: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        assert db.in_transaction()  # the work runs in the record's transaction
+        row = effect.create(label=str(order["id"]))
+        if fail_after_write:
+            raise RuntimeError("failed after writing")
+        return {"effect_id": row.id}
+
+    return create, layer, calls
+
+
+def test_transactional_work_and_record_commit_together_and_replay(store: Any) -> None:
+    create, _, calls = _make_transactional(store)
+    first = create(order={"id": 1})
+    assert create(order={"id": 1}) == first
+    assert len(calls) == 1
+    assert [e.id for e in _effect_model(store).select()] == [first["effect_id"]]
+    (row,) = _rows(store)
+    assert row.status == "COMPLETED" and '"effect_id"' in row.data
+
+
+def test_transactional_failure_rolls_back_the_work_and_frees_the_key(store: Any) -> None:
+    create, _, calls = _make_transactional(store, fail_after_write=True)
+    with pytest.raises(RuntimeError, match="failed after writing"):
+        create(order={"id": 2})
+    # Powertools alone would keep the written row and delete the record: a retry writes again.
+    assert _effect_model(store).select().count() == 0
+    assert _rows(store) == []
+    ok, _, _ = _make_transactional(store)
+    assert ok(order={"id": 2})["effect_id"] >= 1
+    assert _effect_model(store).select().count() == 1
+    assert len(calls) == 1
+
+
+def test_transactional_lapsed_claim_taken_over_runs_nothing(store: Any) -> None:
+    """Our claim lapsed and another invocation took the key over before our transaction: we
+    write nothing, leave its record alone, and answer "in progress" with its expiry."""
+    create, layer, calls = _make_transactional(store)
+    model = idempotency_model(store)
+    other_ipe = int(time.time() * 1000) + 60_000
+    real_put = layer._put_record
+    taken_over: list[int] = []
+
+    def put_then_lose_it(data_record: Any) -> None:
+        real_put(data_record)
+        if not taken_over:  # another invocation's takeover, committed at once
+            taken_over.append(model.update(in_progress_expiration=other_ipe).execute())
+
+    layer._put_record = put_then_lose_it  # type: ignore[method-assign]
+    with pytest.raises(RequestInProgress) as caught:
+        create(order={"id": 3})
+    assert isinstance(caught.value, IdempotencyAlreadyInProgressError)  # Powertools' type too
+    assert 55 <= (caught.value.expires_in or 0) <= 60
+    assert taken_over == [1] and calls == []
+    assert _effect_model(store).select().count() == 0
+    (row,) = _rows(store)
+    assert (row.status, row.in_progress_expiration) == ("INPROGRESS", other_ipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -125,30 +126,69 @@ def test_handler_exception_is_502_with_traceback_on_stderr(
     assert "Traceback" in err and "boom from handler" in err
 
 
-def test_invocation_past_the_timeout_is_504_and_the_next_one_waits_its_turn(
+def test_invocation_past_the_timeout_is_504_and_a_stuck_one_does_not_block_the_next(
     start_server: StartServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     release = threading.Event()
-    calls: list[str] = []
+    calls: list[tuple[str, int]] = []
 
     def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        calls.append(event["path"])
+        calls.append((event["path"], threading.get_ident()))
         if event["path"] == "/slow":
-            release.wait(timeout=30)  # blocked until the test has seen the 504
+            release.wait(timeout=60)  # stuck until the test is over
         return {"statusCode": 200, "body": event["path"]}
 
     server = start_server(slow, timeout=1.0)
-    response, body = _request(server, "GET", "/slow")
-    assert response.status == 504
-    assert json.loads(body) == {
-        "error": "timeout",
-        "message": "Task timed out after 1.00 seconds",
-    }
-    assert "Task timed out" in capsys.readouterr().err
-    release.set()
-    response, body = _request(server, "GET", "/fast")
-    assert (response.status, body) == (200, b"/fast")
-    assert calls == ["/slow", "/fast"]
+    try:
+        response, body = _request(server, "GET", "/slow")
+        assert response.status == 504
+        assert json.loads(body) == {
+            "error": "timeout",
+            "message": "Task timed out after 1.00 seconds",
+        }
+        assert "Task timed out" in capsys.readouterr().err
+        # The stuck invocation is abandoned, as Lambda ends a timed-out environment: the next
+        # request runs at once, on a new invocation thread (a new environment).
+        response, body = _request(server, "GET", "/fast")
+        assert (response.status, body) == (200, b"/fast")
+        assert [path for path, _ in calls] == ["/slow", "/fast"]
+        assert calls[0][1] != calls[1][1]
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+5", b"0x5", b"1_0", b"zz", b""])
+def test_malformed_chunk_size_is_400_without_reading_further(
+    start_server: StartServer, size: bytes
+) -> None:
+    calls: list[Any] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(event)
+        return {"statusCode": 200, "body": "called"}
+
+    server = start_server(handler)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+        head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        # The body is never sent and the connection stays open: a server that tried to read
+        # on (the old bug: read(-1), i.e. to the end of the connection) would never answer.
+        sock.sendall(head + size + b"\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert data.count(b"HTTP/1.1 ") == 1  # one answer, then the connection is closed
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"] == "bad_request"
+    assert calls == []
+
+
+def test_malformed_content_length_is_400(start_server: StartServer) -> None:
+    server = start_server("tests.apps.echo:raising")
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+        data = sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 400 ")
 
 
 def test_v1_response_without_status_code_is_502(start_server: StartServer) -> None:

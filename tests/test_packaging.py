@@ -1,210 +1,183 @@
-"""The Lambda package: built offline from pre-fetched wheels, checked, and run in a clean venv.
+"""Lambda zips: the example, a flat function and a package function, each run from a clean venv.
 
-The wheels are downloaded once per session (pip's cache makes repeat runs cheap); every build
-after that is offline (``--no-index``). The zip targets the running interpreter's Python minor
-and this machine's architecture so that it imports here; Lambda builds default to 3.12.
+The Lambda wheels are downloaded once per session (pip's cache makes repeat runs cheap); every
+build after that is offline (``--no-index``). Zips target the running interpreter's Python and
+this machine's architecture so that they import here. Each unpacked zip runs in a virtualenv
+with nothing installed; its ``sys.path`` is the zip, then a folder holding boto3 (Lambda's
+``/var/runtime``), as in Lambda.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from peewee_serverless.cli import main
 from peewee_serverless.packaging import (
     ZIP_TIMESTAMP,
     PackageReport,
     PackagingError,
-    add_command,
     build_package,
     download_wheels,
     library_requirements,
 )
 
+from .conftest import Backend
+from .packaging_functions import (
+    EVENTS,
+    FLAT,
+    PACKAGE,
+    assert_create_duplicate_get,
+    example_events,
+    run_task,
+    write_function,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-APP_DIR = ROOT / "examples" / "users"
+EXAMPLE = ROOT / "examples" / "users"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-    platform.machine().lower()
+    platform.machine().lower(), "x86_64"
 )
 
 pytestmark = pytest.mark.skipif(
-    ARCH is None or not sys.platform.startswith("linux"),
+    not sys.platform.startswith("linux"),
     reason="the zip holds Linux wheels; running it needs a Linux x86_64/arm64 machine",
 )
 
 
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The dependencies' Lambda wheels (and boto3's), downloaded once: the only index access."""
+    """Every wheel the tests' zips need (and boto3's, for the runtime): the only index access."""
     dest = tmp_path_factory.mktemp("wheels")
     download_wheels(
         dest,
         python_version=PYTHON,
-        architecture=ARCH or "x86_64",
-        extras=("mysql",),
+        architecture=ARCH,
+        extras=("api", "mysql", "postgres"),
+        requirements=["python-slugify>=8"],
         include_boto3=True,
     )
     return dest
 
 
+def offline(wheels: Path) -> dict[str, Any]:
+    return {
+        "find_links": [wheels],
+        "no_index": True,
+        "python_version": PYTHON,
+        "architecture": ARCH,
+    }
+
+
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> PackageReport:
-    """The example service's zip, built offline."""
-    out = tmp_path_factory.mktemp("dist") / "function.zip"
+def example_zip(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> PackageReport:
+    out = tmp_path_factory.mktemp("example") / "function.zip"
     return build_package(
-        APP_DIR,
-        out,
-        python_version=PYTHON,
-        architecture=ARCH or "x86_64",
-        find_links=[wheels],
-        no_index=True,
-        package_root=ROOT,
-    )
+        EXAMPLE, out, extras=("api", "mysql", "postgres"), template=ROOT / "template.yaml",
+        **offline(wheels),
+    )  # fmt: skip
 
 
-def _names(zip_path: Path) -> list[str]:
+@pytest.fixture(scope="session")
+def flat_zip(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> PackageReport:
+    folder = write_function(tmp_path_factory.mktemp("notes-src") / "notes", FLAT)
+    out = tmp_path_factory.mktemp("notes") / "function.zip"
+    return build_package(folder, out, extras=("mysql", "postgres"), **offline(wheels))
+
+
+@pytest.fixture(scope="session")
+def package_zip(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> PackageReport:
+    folder = write_function(tmp_path_factory.mktemp("orders-src") / "orders", PACKAGE)
+    out = tmp_path_factory.mktemp("orders") / "function.zip"
+    return build_package(folder, out, extras=("mysql", "postgres"), **offline(wheels))
+
+
+def names(zip_path: Path) -> list[str]:
     with zipfile.ZipFile(zip_path) as zf:
         return zf.namelist()
 
 
-def test_zip_holds_the_app_the_library_and_its_dependencies(built: PackageReport) -> None:
-    names = set(_names(built.zip_path))
+# -- layout --------------------------------------------------------------------------------------
+def test_flat_function_is_at_the_zip_root_with_its_own_requirement(flat_zip: PackageReport) -> None:
+    found = set(names(flat_zip.zip_path))
+    assert {"app.py", "models.py", "slugify/__init__.py", "peewee.py"} <= found
+    assert "peewee_serverless/__init__.py" in found
+    assert flat_zip.handler == "app.handler" and flat_zip.layout == "flat"
+    # No API layer: nothing of Powertools or pydantic, and the developer-only parts stay out.
+    assert not any(n.startswith(("aws_lambda_powertools/", "pydantic")) for n in found)
+    assert not any(n.startswith(("peewee_serverless/local/", "peewee_serverless/packaging/"))
+                   for n in found)  # fmt: skip
+    assert flat_zip.extras == ("mysql", "postgres")
+
+
+def test_package_function_keeps_its_package(package_zip: PackageReport) -> None:
+    found = set(names(package_zip.zip_path))
+    assert {"orders/__init__.py", "orders/app.py", "orders/codes/format.py"} <= found
+    assert "app.py" not in found
+    assert package_zip.handler == "orders.app.handler" and package_zip.layout == "package"
+
+
+def test_example_zip(example_zip: PackageReport) -> None:
+    found = set(names(example_zip.zip_path))
     for expected in (
-        "examples/__init__.py",
-        "examples/users/__init__.py",
-        "examples/users/app.py",
-        "examples/users/migrations/0001_create_user.py",
-        "peewee_serverless/__init__.py",
-        "peewee_serverless/migrate.py",
-        "peewee.py",
-        "playhouse/migrate.py",
+        "users/__init__.py",
+        "users/app.py",
+        "users/migrate_handler.py",
+        "users/migrations/0001_create_user.py",
+        "peewee_serverless/http.py",
         "pymysql/__init__.py",
+        "psycopg2/__init__.py",
         "pydantic/__init__.py",
         "aws_lambda_powertools/__init__.py",
     ):
-        assert expected in names
-    assert built.app_package == "examples.users"
-    assert any(re.fullmatch(r"pydantic_core/_pydantic_core\..*linux.*\.so", n) for n in names)
-
-
-def test_zip_has_no_tests_caches_scripts_or_runtime_provided_packages(
-    built: PackageReport,
-) -> None:
-    names = _names(built.zip_path)
-    assert names == sorted(names)
-    for name in names:
+        assert expected in found
+    assert example_zip.handler == "users.app.handler"
+    assert any(re.fullmatch(r"pydantic_core/_pydantic_core\..*linux.*\.so", n) for n in found)
+    listed = sorted(found)
+    assert names(example_zip.zip_path) == listed
+    for name in listed:
         parts = name.split("/")
         assert "__pycache__" not in parts and "tests" not in parts, name
-        assert not name.endswith((".pyc", ".pyo")), name
-        assert parts[0] not in ("bin", "boto3", "botocore", "s3transfer"), name
+        assert parts[0] not in ("bin", "boto3", "botocore", "s3transfer", "examples"), name
         assert not (parts[-1] == "RECORD" and parts[0].endswith(".dist-info")), name
-    with zipfile.ZipFile(built.zip_path) as zf:
+    with zipfile.ZipFile(example_zip.zip_path) as zf:
         assert {info.date_time for info in zf.infolist()} == {ZIP_TIMESTAMP}
 
 
-def test_size_report(built: PackageReport) -> None:
-    assert built.within_limits
-    assert built.zipped_bytes == built.zip_path.stat().st_size
-    assert 0 < built.zipped_bytes < built.unzipped_bytes
-    assert {"peewee", "peewee_serverless", "pydantic_core", "examples"} <= set(built.packages)
-    sizes = [unzipped for unzipped, _ in built.packages.values()]
+def test_template_handlers_are_in_the_example_zip(example_zip: PackageReport) -> None:
+    template = (ROOT / "template.yaml").read_text()
+    handlers = re.findall(r"^\s+Handler:\s*(\S+)\s*$", template, flags=re.M)
+    assert handlers == ["users.app.handler", "users.migrate_handler.handler"]
+    found = set(names(example_zip.zip_path))
+    for handler in handlers:
+        assert handler.rsplit(".", 1)[0].replace(".", "/") + ".py" in found
+
+
+def test_size_report(example_zip: PackageReport, wheels: Path, tmp_path: Path) -> None:
+    assert example_zip.within_limits
+    assert example_zip.zipped_bytes == example_zip.zip_path.stat().st_size
+    assert 0 < example_zip.zipped_bytes < example_zip.unzipped_bytes
+    sizes = [unzipped for unzipped, _ in example_zip.packages.values()]
     assert sizes == sorted(sizes, reverse=True)
-    text = built.format()
-    assert "total" in text and "250 MB unzipped" in text and "examples.users" in text
+    text = example_zip.format()
+    assert "handler: users.app.handler" in text and "250 MB unzipped" in text
+    # Without the `api` extra a MySQL function is the database layer alone (README's number).
+    folder = write_function(tmp_path / "notes", FLAT)
+    mysql_only = build_package(folder, tmp_path / "f.zip", engine="mysql", **offline(wheels))
+    assert mysql_only.extras == ("mysql",)
+    assert mysql_only.unzipped_bytes < 5 * 1024 * 1024 < example_zip.unzipped_bytes
 
 
-def test_package_command_rebuilds_a_byte_identical_zip(
-    built: PackageReport, wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    parser = argparse.ArgumentParser(prog="peewee-serverless")
-    add_command(parser.add_subparsers(dest="command"))
-    out = tmp_path / "again.zip"
-    args = parser.parse_args(
-        [
-            "package",
-            str(APP_DIR),
-            "-o",
-            str(out),
-            "--python",
-            PYTHON,
-            "--arch",
-            ARCH or "x86_64",
-            "--find-links",
-            str(wheels),
-            "--no-index",
-            "--package-root",
-            str(ROOT),
-        ]
-    )
-    assert args.func(args) == 0
-    assert "examples.users" in capsys.readouterr().out
-    assert out.read_bytes() == built.zip_path.read_bytes()
-
-
-def test_library_requirements_follow_the_extras() -> None:
-    base = library_requirements(())
-    assert any(r.lower().startswith("peewee") for r in base)
-    assert not any(r.lower().startswith(("pymysql", "psycopg2")) for r in base)
-    both = library_requirements(("mysql", "postgres"))
-    assert any(r.lower().startswith("pymysql") for r in both)
-    assert any(r.lower().startswith("psycopg2-binary") for r in both)
-    with pytest.raises(PackagingError, match="unknown extra"):
-        library_requirements(("oracle",))
-
-
-def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
-    with pytest.raises(PackagingError, match="architecture"):
-        build_package(APP_DIR, tmp_path / "f.zip", architecture="sparc")
-    with pytest.raises(PackagingError, match="python version"):
-        build_package(APP_DIR, tmp_path / "f.zip", python_version="python3")
-    odd = tmp_path / "my-app"
-    odd.mkdir()
-    with pytest.raises(PackagingError, match="importable"):
-        build_package(odd, tmp_path / "f.zip", package_root=tmp_path)
-    assert not (tmp_path / "f.zip").exists()
-
-
-# -- the unpacked zip in a clean virtualenv ------------------------------------------------------
-RUN_IN_CLEAN_VENV = r"""
-import json, os, sys
-
-class Context:
-    function_name = "users"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:users"
-    aws_request_id = "req-1"
-    def get_remaining_time_in_millis(self):
-        return 10_000
-
-import peewee_serverless
-from examples.users.migrate_handler import handler as migrate  # the template's MigrateFunction
-migrated = migrate({}, Context())
-from examples.users.app import handler  # the template's UsersFunction
-post = json.load(open(sys.argv[1]))
-get = json.load(open(sys.argv[2]))
-created = handler(post, Context())
-listed = handler(get, Context())
-import boto3
-print(json.dumps({
-    "library": peewee_serverless.__file__,
-    "boto3": boto3.__file__,
-    "migrated": migrated,
-    "created": created,
-    "listed": listed,
-}))
-"""
-
-
+# -- running the unpacked zips -------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def lambda_runtime(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Path:
     """Stands in for Lambda's ``/var/runtime``: boto3, which the zip leaves out on purpose."""
@@ -230,64 +203,175 @@ def clean_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin" / "python"
 
 
-def test_unpacked_zip_answers_users_events_in_a_clean_venv(
-    built: PackageReport, clean_python: Path, lambda_runtime: Path, tmp_path: Path
+def run_zip(
+    report: PackageReport,
+    events: list[dict[str, Any]],
+    backend: Backend,
+    clean_python: Path,
+    runtime: Path,
+    tmp_path: Path,
+    prelude: str = "",
+) -> list[dict[str, Any]]:
+    task = tmp_path / "task"  # Lambda unpacks to /var/task
+    with zipfile.ZipFile(report.zip_path) as zf:
+        zf.extractall(task)
+    return run_task(task, report.handler, events, backend.env, clean_python, runtime, prelude)
+
+
+def test_flat_zip_answers_in_a_clean_venv(
+    flat_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    answers = run_zip(flat_zip, EVENTS, backend, clean_python, lambda_runtime, tmp_path)
+    assert_create_duplicate_get(answers)
+    assert json.loads(answers[2]["body"])["slug"] == "hello-world"  # its own requirement ran
+
+
+def test_package_zip_answers_in_a_clean_venv(
+    package_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    answers = run_zip(package_zip, EVENTS, backend, clean_python, lambda_runtime, tmp_path)
+    assert_create_duplicate_get(answers)
+    assert json.loads(answers[2]["body"])["code"] == "ORD-HELLO WORLD"
+
+
+def test_example_zip_answers_in_a_clean_venv(
+    example_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    answers = run_zip(
+        example_zip, example_events(EXAMPLE), backend, clean_python, lambda_runtime, tmp_path,
+        prelude="users.migrate_handler.handler",
+    )  # fmt: skip
+    assert_create_duplicate_get(answers)
+    assert json.loads(answers[1]["body"])["error"] == "conflict"
+
+
+# -- the command: errors, determinism ------------------------------------------------------------
+def package(argv: list[str], wheels: Path) -> int:
+    extra = ["--python", PYTHON, "--arch", ARCH, "--find-links", str(wheels), "--no-index"]
+    return main(["package", *argv, *extra])
+
+
+def test_rebuild_is_byte_identical(
+    flat_zip: PackageReport, wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    unpacked = tmp_path / "task"  # Lambda unpacks to /var/task
-    with zipfile.ZipFile(built.zip_path) as zf:
-        zf.extractall(unpacked)
-    # The example's own API Gateway REST (payload v1) events: POST /users, then GET /users.
-    post = APP_DIR / "events" / "create_user_v1.json"
-    get = APP_DIR / "events" / "list_users_v1.json"
-    email = json.loads(json.loads(post.read_text())["body"])["email"]
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        # Lambda's order: the function's code (/var/task), then the runtime's (/var/runtime).
-        "PYTHONPATH": os.pathsep.join((str(unpacked), str(lambda_runtime))),
-        "DB_ENGINE": "sqlite",
-        "DB_NAME": str(tmp_path / "users.sqlite3"),
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }
-    done = subprocess.run(
-        [str(clean_python), "-s", "-c", RUN_IN_CLEAN_VENV, str(post), str(get)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    folder = write_function(tmp_path / "notes", FLAT)
+    out = tmp_path / "again.zip"
+    status = package(
+        [str(folder), "-o", str(out), "--extra", "mysql", "--extra", "postgres"], wheels
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(result["library"]).is_relative_to(unpacked)
-    assert Path(result["boto3"]).is_relative_to(lambda_runtime)  # not shipped in the zip
-    assert "0001_create_user" in result["migrated"]["applied"]
-    assert result["created"]["statusCode"] == 201, result["created"]
-    listed = result["listed"]
-    assert listed["statusCode"] == 200, listed
-    body = json.loads(listed["body"])
-    assert email in json.dumps(body)
+    assert status == 0
+    assert "handler: app.handler" in capsys.readouterr().out
+    assert out.read_bytes() == flat_zip.zip_path.read_bytes()
 
 
-# -- the SAM template ----------------------------------------------------------------------------
-def test_template_passes_cfn_lint() -> None:
-    exe = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or shutil.which(
-        "cfn-lint"
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"app.py": "from models import db\ndef handler(e, c): return 1\n"},
+            r"cannot import app: No module named 'models' \(at app.py:1\)",
+        ),
+        (
+            {"app.py": "import helpers\ndef handler(e, c): return 1\n", "helpers.py": "x = (\n"},
+            r"cannot import app: SyntaxError: .* \(at helpers.py:1\)",
+        ),
+        (
+            {"app.py": "def handle(e, c): return 1\n"},
+            r"module 'app' has no callable 'handler'",
+        ),
+    ],
+    ids=["missing-module", "syntax-error", "no-handler"],
+)
+def test_import_failure_exits_2_naming_the_module_and_writes_no_zip(
+    files: dict[str, str], expected: str, wheels: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    folder = write_function(tmp_path / "fn", files)
+    out = tmp_path / "dist" / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite"], wheels) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(expected, err), err
+    assert not out.exists() and not list(tmp_path.rglob("*.zip*"))
+
+
+def test_postgres_function_without_its_driver_is_refused(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_function(tmp_path / "notes", FLAT)
+    out = tmp_path / "function.zip"
+    assert (
+        package([str(folder), "-o", str(out), "--engine", "postgres", "--extra", "mysql"], wheels)
+        == 2
     )
-    assert exe, "cfn-lint is in the dev extra"
-    done = subprocess.run(
-        [exe, "template.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    assert "add --extra postgres" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_engine_from_the_template_picks_the_driver(wheels: Path, tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "notes", FLAT)
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Transform: AWS::Serverless-2016-10-31\n"
+        "Parameters:\n  Engine:\n    Type: String\n    Default: postgres\n"
+        "Globals:\n  Function:\n    Runtime: python3.11\n"
+        "    Environment:\n      Variables:\n        DB_ENGINE: !Ref Engine\n"
+        "Resources:\n  Notes:\n    Type: AWS::Serverless::Function\n"
+        "    Properties:\n      CodeUri: notes/\n      Handler: app.handler\n"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    report = build_package(folder, tmp_path / "f.zip", template=template, **offline(wheels))
+    found = set(names(report.zip_path))
+    assert "psycopg2/__init__.py" in found and "pymysql/__init__.py" not in found
+    assert report.extras == ("postgres",)
 
 
-def test_template_handlers_exist_in_the_zip(built: PackageReport) -> None:
-    template = (ROOT / "template.yaml").read_text()
-    handlers = re.findall(r"^\s+Handler:\s*(\S+)\s*$", template, flags=re.M)
-    assert "examples.users.app.handler" in handlers
-    assert "examples.users.migrate_handler.handler" in handlers
-    assert re.search(r"^\s+CodeUri:\s*dist/function\.zip\s*$", template, flags=re.M)
-    names = set(_names(built.zip_path))
-    for handler in handlers:
-        module = handler.rsplit(".", 1)[0]
-        assert module.replace(".", "/") + ".py" in names, handler
+def test_unresolvable_requirement_is_named(wheels: Path, tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "fn", {**FLAT, "requirements.txt": "no-such-dist-zz>=1\n"})
+    with pytest.raises(PackagingError, match=r"no-such-dist-zz>=1 cannot be resolved"):
+        build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
+    assert not (tmp_path / "f.zip").exists()
+
+
+def test_sdist_only_requirement_is_named(wheels: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    links = tmp_path / "links"
+    links.mkdir()
+    with tarfile.open(links / "onlysource-1.0.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("onlysource-1.0/PKG-INFO")
+        data = b"Metadata-Version: 2.1\nName: onlysource\nVersion: 1.0\n"
+        info.size = len(data)
+        import io
+
+        tar.addfile(info, io.BytesIO(data))
+    folder = write_function(tmp_path / "fn", {**FLAT, "requirements.txt": "onlysource\n"})
+    options = offline(wheels) | {"find_links": [wheels, links]}
+    with pytest.raises(PackagingError, match=r"onlysource has no wheel .*only a source"):
+        build_package(folder, tmp_path / "f.zip", engine="sqlite", **options)
+
+
+def test_library_requirements_follow_the_extras() -> None:
+    core = library_requirements(())
+    assert [re.split(r"[<>=,]", r)[0].lower() for r in core] == ["peewee"]  # Peewee alone
+    api = library_requirements(("api",))
+    assert any(r.startswith("aws-lambda-powertools") for r in api)
+    assert any(r.startswith("pydantic") for r in api)
+    both = library_requirements(("mysql", "postgres"))
+    assert any(r.lower().startswith("pymysql") for r in both)
+    assert any(r.lower().startswith("psycopg2-binary") for r in both)
+    with pytest.raises(PackagingError, match="unknown extra"):
+        library_requirements(("oracle",))
+
+
+def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "fn", FLAT)
+    with pytest.raises(PackagingError, match="architecture"):
+        build_package(folder, tmp_path / "f.zip", architecture="sparc")
+    with pytest.raises(PackagingError, match="python version"):
+        build_package(folder, tmp_path / "f.zip", python_version="python3")
+    with pytest.raises(PackagingError, match="does not exist"):
+        build_package(tmp_path / "nope", tmp_path / "f.zip")
+    assert not (tmp_path / "f.zip").exists()

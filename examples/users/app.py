@@ -1,13 +1,16 @@
 """The users service: ``POST /users``, ``GET /users`` (cursor-paginated), ``GET /users/{id}``.
 
-One handler answers API Gateway REST (v1) and HTTP API (v2) events. Deploy with the handler
-``examples.users.app.handler``; run locally with
+One handler answers API Gateway REST (v1) and HTTP API (v2) events. Deployed with the handler
+``users.app.handler`` (the zip stores this folder as the package ``users``); run locally with
 ``peewee-serverless serve examples.users.app:handler``.
 
-``POST /users`` is idempotent (records in the same database, ``peewee_serverless.idempotency``):
-the key is the ``Idempotency-Key`` header, or the parsed JSON body when there is none. A retry
-gets the first response; a duplicate while the first is still running gets 409
-``request_in_progress``; a reused key with another body gets 422 ``idempotency_key_reused``.
+The routes call a *users store* (``store.py``; ``USERS_STORE`` picks it, ``sql`` by default)
+and translate its outcomes into HTTP. ``POST /users`` is idempotent and exactly-once: the key is
+the ``Idempotency-Key`` header, or the parsed JSON body when there is none; the user and the
+idempotency record commit in one transaction (``sql_store.py``). A retry gets the first
+response; a duplicate while the first may still be running gets 409 ``request_in_progress``
+with ``Retry-After``; a reused key with another body gets 422 ``idempotency_key_reused``.
+Emails are normalised (``models.normalize_email``) before they are validated, keyed and stored.
 The OpenAPI document is served at ``/openapi.json`` (``scripts/openapi`` writes
 ``docs/openapi.json``).
 
@@ -20,22 +23,21 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyInconsistentStateError,
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
-from peewee import IntegrityError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from peewee_serverless import DatabaseUnavailable, database_lifecycle
+from peewee_serverless import DatabaseUnavailable, RequestInProgress, database_lifecycle
 from peewee_serverless.config import int_setting
 from peewee_serverless.http import (
     DEFAULT_MAX_BODY_BYTES,
@@ -43,9 +45,9 @@ from peewee_serverless.http import (
     HTTPError,
     error_responses,
 )
-from peewee_serverless.idempotency import PeeweePersistenceLayer
 
-from .models import User, db
+from .models import EMAIL_MAX_LENGTH, db, normalize_email
+from .store import EmailTaken, store_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "users"))
 
@@ -68,21 +70,28 @@ app = ApiGatewayResolver(
     max_body_bytes=int_setting("API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
 )
 
-OPENAPI = {"title": "Users service", "version": "1.0.0"}
-idempotency_store = PeeweePersistenceLayer(db)
-idempotency_config = IdempotencyConfig(
-    # The client's key when it sent one, else the parsed (not raw) body: key order and
-    # whitespace do not make a retry look new.
-    event_key_jmespath="key || body",
-    payload_validation_jmespath="body",
-    expires_after_seconds=int_setting("IDEMPOTENCY_EXPIRES_SECONDS", 3600),
-)
+OPENAPI: dict[str, Any] = {"title": "Users service", "version": "1.0.0"}
+store = store_from_env()
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 
 MAX_PAGE = 100
 # No control characters anywhere: PostgreSQL refuses NUL in text, and no name needs them.
 NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s.\x00-\x1f\x7f]+$"
+_EMAIL_FORM = re.compile(EMAIL_PATTERN)
+
+
+def _normalized_email(value: str) -> str:
+    # The stored form is what must fit the column and keep the form: lower-casing can lengthen
+    # a string (U+0130 "İ" becomes two code points), so the checks run again on the result.
+    email = normalize_email(value)
+    if len(email) > EMAIL_MAX_LENGTH:
+        raise ValueError(
+            f"longer than {EMAIL_MAX_LENGTH} characters once lower-cased ({len(email)})"
+        )
+    if not _EMAIL_FORM.match(email):
+        raise ValueError("not an email address once lower-cased")
+    return email
 
 
 class NewUser(BaseModel):
@@ -91,7 +100,17 @@ class NewUser(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
-    email: str = Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)
+    email: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=EMAIL_MAX_LENGTH,
+            pattern=EMAIL_PATTERN,
+            description="Stored and compared lower-cased (Unicode NFC); at most 254 characters "
+            "after lower-casing",
+        ),
+        AfterValidator(_normalized_email),
+    ]
 
 
 class UserOut(BaseModel):
@@ -134,22 +153,6 @@ def _decode_cursor(cursor: str) -> int:
     return value
 
 
-@idempotent_function(
-    data_keyword_argument="request",
-    persistence_store=idempotency_store,
-    config=idempotency_config,
-)
-def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
-    body = request["body"]
-    try:
-        with db.atomic():
-            created = User.create(name=body["name"], email=body["email"].lower())
-    except IntegrityError:
-        # Raising deletes the idempotency record: a retry answers 409 again, from the table.
-        raise HTTPError(409, "conflict", "Email already exists") from None
-    return created.to_dict()
-
-
 @app.post(
     "/users",
     status_code=201,
@@ -171,19 +174,23 @@ def create_user(
     """Create a user (idempotent); a taken email is a 409 and writes nothing."""
     request = {"key": idempotency_key, "body": user.model_dump(mode="json")}
     try:
-        return _create_user_once(request=request)  # type: ignore[no-any-return]
+        return store.create_user(request)
+    except EmailTaken:
+        raise HTTPError(409, "conflict", "Email already exists") from None
     except IdempotencyValidationError:
         raise HTTPError(
             422,
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request body",
         ) from None
-    except (IdempotencyAlreadyInProgressError, IdempotencyInconsistentStateError):
+    except (IdempotencyAlreadyInProgressError, IdempotencyInconsistentStateError) as exc:
+        # RequestInProgress knows when the running attempt's claim lapses (its Lambda timeout).
+        retry_after = exc.retry_after if isinstance(exc, RequestInProgress) else 1
         raise HTTPError(
             409,
             "request_in_progress",
             "An identical request is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": str(retry_after)},
         ) from None
     except IdempotencyPersistenceLayerError as exc:
         # Powertools wraps store failures; a database outage must still answer 503.
@@ -201,13 +208,10 @@ def list_users(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Users in id order, ``limit`` at a time; ``next_cursor`` fetches the following page."""
-    query = User.select().order_by(User.id).limit(limit + 1)
-    if cursor:
-        query = query.where(User.id > _decode_cursor(cursor))
-    rows = list(query)
+    rows = store.list_users(_decode_cursor(cursor) if cursor else 0, limit + 1)
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit else None
-    return {"users": [u.to_dict() for u in page], "next_cursor": next_cursor}
+    next_cursor = _encode_cursor(page[-1]["id"]) if len(rows) > limit else None
+    return {"users": page, "next_cursor": next_cursor}
 
 
 @app.get(
@@ -216,7 +220,10 @@ def list_users(
 )
 def get_user(user_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[str, Any]:
     """One user; 404 when there is none with this id."""
-    return User.get_by_id(user_id).to_dict()
+    user = store.get_user(user_id)
+    if user is None:
+        raise HTTPError(404, "not_found", "User not found")
+    return user
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -229,6 +236,6 @@ def openapi_document() -> Any:  # not `Response`: Powertools would try to model 
 @database_lifecycle(db, logger=logger)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point."""
-    # The in-progress idempotency record expires with this invocation's timeout.
-    idempotency_config.register_lambda_context(context)
+    # The in-progress idempotency claim lapses with this invocation's timeout.
+    store.start_invocation(context)
     return app.resolve(event, context)

@@ -1,6 +1,6 @@
 """The users service's migration function: deploy it next to the API, invoke it once per deploy.
 
-Handler: ``examples.users.migrate_handler.handler``. It applies the pending migrations in
+Handler: ``users.migrate_handler.handler`` (in the zip). It applies the pending migrations in
 ``examples/users/migrations`` to the database configured by the same environment as the API
 (``DATABASE_URL`` or ``DB_*``) and returns ``{"action": "up", "applied": [...], "pending": []}``.
 Invoke it with ``{"action": "status"}`` to list without changing anything. Two copies started at

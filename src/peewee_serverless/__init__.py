@@ -7,11 +7,12 @@ boto3). Names that need those are loaded on first attribute access.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import DatabaseSettings, ServerlessOptions, database_from_env, settings_from_env
 from .database import (
     ConnectionEvents,
+    ServerlessDatabase,
     ServerlessDatabaseMixin,
     ServerlessMySQLDatabase,
     ServerlessPostgresqlDatabase,
@@ -24,16 +25,37 @@ from .errors import (
     DatabaseUnavailable,
     ErrorKind,
     MigrationLockTimeout,
+    PackagingError,
     PeeweeServerlessError,
+    RequestInProgress,
+    ServerReadOnly,
     classify,
 )
 from .lifecycle import database_lifecycle
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    # The lazy names below, seen with their real types by type checkers (never imported here);
+    # `X as X` marks each as re-exported (mypy --strict, ruff).
+    from .idempotency import PeeweePersistenceLayer as PeeweePersistenceLayer
+    from .idempotency import (
+        transactional_idempotent_function as transactional_idempotent_function,
+    )
+    from .migrate import migration_handler as migration_handler
+    from .migrate import migration_lock as migration_lock
+    from .migrate import run_migrations as run_migrations
+    from .packaging import build_package as build_package
+    from .secrets import CredentialSource as CredentialSource
+    from .secrets import IamTokenSource as IamTokenSource
+    from .secrets import SecretsManagerSource as SecretsManagerSource
+    from .secrets import StaticCredentials as StaticCredentials
+    from .tls import TlsSettings as TlsSettings
+
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
 _LAZY: dict[str, str] = {
     "PeeweePersistenceLayer": ".idempotency",
+    "transactional_idempotent_function": ".idempotency",
     "migration_handler": ".migrate",
     "migration_lock": ".migrate",
     "run_migrations": ".migrate",
@@ -54,12 +76,16 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
+    "RequestInProgress",
+    "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessOptions",
     "ServerlessPostgresqlDatabase",
     "ServerlessSqliteDatabase",
+    "ServerReadOnly",
     "classify",
     "database_from_env",
     "database_lifecycle",

@@ -20,9 +20,11 @@ __all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 COMMANDS: dict[str, str] = {
     "serve": "peewee_serverless.local.server:add_command",
     "invoke": "peewee_serverless.local.invoke:add_command",
+    "generate-event": "peewee_serverless.local.generate_event:add_command",
     "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
     "migrate": "peewee_serverless.migrate:add_command",
     "package": "peewee_serverless.packaging:add_command",
+    "data-api": "peewee_serverless.data_api.endpoint:add_command",
 }
 
 PROG = "peewee-serverless"

@@ -26,7 +26,7 @@ from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource
 from .tls import TlsSettings, tls_from_env
 
 if TYPE_CHECKING:
-    from .database import ServerlessDatabaseMixin
+    from .database import ServerlessDatabase
 
 __all__ = [
     "ENGINES",
@@ -49,7 +49,7 @@ ENGINES: dict[str, str] = {
 DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
 CLOSE_POLICIES = ("keep", "close")
-MODES = ("direct", "proxy")
+MODES = ("direct", "proxy", "data-api")
 LOG_INVOCATIONS = ("notable", "all", "off")
 JITTERS = ("full", "decorrelated")
 
@@ -105,7 +105,8 @@ class ServerlessOptions:
     ``DB_APPLICATION_NAME``
         marks our connections on the server (defaults to the Lambda function name).
     ``DB_MODE``
-        ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``).
+        ``direct`` (default) or ``proxy`` (behind RDS Proxy: no killing, no session ``SET``),
+        or ``data-api`` (Aurora's Data API, see :mod:`peewee_serverless.data_api`).
     ``DB_LOG_INVOCATIONS``
         ``notable`` (default: the lifecycle's log line at INFO unless the invocation merely
         reused a warm connection), ``all`` or ``off``.
@@ -128,7 +129,7 @@ class ServerlessOptions:
     backoff_jitter: str = "decorrelated"
     usage_threshold: float = 0.8
     usage_check_seconds: float = 5.0
-    zombie_min_seconds: float = 3.0
+    zombie_min_seconds: float = 30.0
     zombie_max_seconds: float = 900.0
 
     @classmethod
@@ -216,7 +217,7 @@ class DatabaseSettings:
             params.update(self.tls.connect_params(self.engine))
         return params
 
-    def create_database(self, **overrides: Any) -> ServerlessDatabaseMixin:
+    def create_database(self, **overrides: Any) -> ServerlessDatabase:
         """Build the (unconnected) serverless Peewee database for these settings."""
         from .database import database_class_for
 
@@ -371,9 +372,18 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
 
 def database_from_env(
     environ: Mapping[str, str] | None = None, **overrides: Any
-) -> ServerlessDatabaseMixin:
+) -> ServerlessDatabase:
     """Build the serverless database described by the environment. Opens no connection.
 
     ``overrides`` are passed to the database class (driver connect parameters, ``options=``).
     """
-    return settings_from_env(environ).create_database(**overrides)
+    env = os.environ if environ is None else environ
+    # -- Aurora Data API hook (peewee_serverless.data_api): a mysql+data-api:// URL or
+    # DB_MODE=data-api selects it; it makes no call and imports no boto3 here.
+    from .data_api.settings import data_api_from_env
+
+    data_api = data_api_from_env(env, **overrides)
+    if data_api is not None:
+        return data_api
+    # -- end of the Data API hook
+    return settings_from_env(env).create_database(**overrides)

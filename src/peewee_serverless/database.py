@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import select
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
+    DatabaseError,
     InterfaceError,
     MySQLDatabase,
     OperationalError,
     PostgresqlDatabase,
     SqliteDatabase,
 )
+from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
 from .config import ServerlessOptions
@@ -42,13 +46,16 @@ from .errors import (
     ConnectionLost,
     DatabaseUnavailable,
     ErrorKind,
+    ServerReadOnly,
     classify,
+    driver_error,
 )
 from .governor import GovernorMixin
 from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
+    "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessPostgresqlDatabase",
@@ -59,12 +66,140 @@ __all__ = [
 logger = logging.getLogger("peewee_serverless.database")
 
 _DEAD = (ErrorKind.CONNECTION_DEAD, ErrorKind.CONNECTION_LOST)
+_PQ_CONNECTION_OK = 0  # libpq's ConnStatusType CONNECTION_OK (psycopg2 exports no name for it)
+
+# -- which statements may run twice ------------------------------------------------------------
+# A statement whose answer was lost may have run. Running it again is harmless only when it
+# cannot change anything, and the first word does not prove that: ``SELECT add_audit()`` writes,
+# ``EXPLAIN ANALYZE INSERT`` executes the insert, ``SELECT ... INTO t`` creates a table. The rule,
+# deliberately conservative (a statement it rejects simply is not retried):
+#
+# * it starts with SELECT, SHOW, DESCRIBE/DESC, or EXPLAIN not followed by ANALYZE;
+# * it is one statement (no ``;``) and has no ``INTO`` (``SELECT INTO``, ``INTO OUTFILE``);
+# * every ``name(`` in it (string literals and quoted identifiers removed first) is a SQL keyword
+#   or one of the built-in pure functions below: any other call might be a user function
+#   that writes (a quoted ``"name"(`` is never accepted).
 _READ_ONLY_VERBS = frozenset(("SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "DESC"))
+_PURE_CALLS = frozenset(
+    (
+        "select",
+        "from",
+        "join",
+        "in",
+        "exists",
+        "any",
+        "all",
+        "some",
+        "values",
+        "as",
+        "on",
+        "and",
+        "or",
+        "not",
+        "where",
+        "when",
+        "then",
+        "else",
+        "case",
+        "over",
+        "filter",
+        "within",
+        "lateral",
+        "union",
+        "except",
+        "intersect",
+        "using",
+        "by",
+        "having",
+        "is",
+        "between",
+        "like",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "coalesce",
+        "nullif",
+        "greatest",
+        "least",
+        "cast",
+        "convert",
+        "lower",
+        "upper",
+        "length",
+        "char_length",
+        "character_length",
+        "octet_length",
+        "substr",
+        "substring",
+        "trim",
+        "ltrim",
+        "rtrim",
+        "concat",
+        "replace",
+        "abs",
+        "round",
+        "floor",
+        "ceil",
+        "ceiling",
+        "mod",
+        "sign",
+        "sqrt",
+        "power",
+        "exp",
+        "ln",
+        "log",
+        "now",
+        "current_timestamp",
+        "date",
+        "extract",
+        "date_part",
+        "date_trunc",
+        "if",
+        "ifnull",
+        "iif",
+        "group_concat",
+        "string_agg",
+        "array_agg",
+        "row_number",
+        "rank",
+        "dense_rank",
+        "json_extract",
+        "json_object",
+        "json_build_object",
+        "to_char",
+        "strftime",
+        "distinct",
+        "row",
+        "connection_id",
+        "pg_backend_pid",
+        "version",
+        "current_user",
+        "current_database",
+        "database",
+        "current_setting",
+        "pg_is_in_recovery",
+    )
+)
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`")
+_CALL = re.compile(r"([A-Za-z_][A-Za-z_0-9$.]*|\x00)\s*\(")
 
 
 def _is_read_only(sql: str) -> bool:
-    head = sql.lstrip(" \t\r\n(").split(None, 1)
-    return bool(head) and head[0].upper() in _READ_ONLY_VERBS
+    """Whether ``sql`` certainly changes nothing, so that running it twice is harmless."""
+    head = sql.lstrip(" \t\r\n(").split(None, 2)
+    if not head or head[0].upper() not in _READ_ONLY_VERBS:
+        return False
+    if head[0].upper() == "EXPLAIN" and len(head) > 1 and head[1].upper().startswith("ANALY"):
+        return False
+    bare = _QUOTED.sub("\x00", sql)  # a quoted name followed by "(" becomes a refused call
+    if ";" in bare.rstrip().rstrip(";") or re.search(r"\binto\b", bare, re.IGNORECASE):
+        return False
+    return all(
+        name.rsplit(".", 1)[-1].lower() in _PURE_CALLS and "." not in name
+        for name in _CALL.findall(bare)
+    )
 
 
 @dataclass
@@ -125,6 +260,12 @@ class ServerlessDatabaseMixin:
         self.events = ConnectionEvents()
         self._last_used: float | None = None
         self._deadline: float | None = None
+        self._timing = False
+        #: ``select.poll`` object watching the current connection's socket (None: nothing to
+        #: watch). Registered once per connection: the check is one ``poll(0)`` system call.
+        self._poller: Any = None
+        #: A connection idle this long is not used again (see ``retire_after_seconds``).
+        self._retire_after = self.retire_after_seconds(self.options)
         #: Where user/password (and maybe host, port, name) come from at each connect.
         self.credentials = credentials
         #: How many times a rejected password was fetched again (over the container's life).
@@ -139,21 +280,88 @@ class ServerlessDatabaseMixin:
         """Cheap liveness check of an idle connection (one round trip at most)."""
         return True
 
+    def _socket_fd(self, conn: Any) -> int | None:
+        """The driver's socket (file descriptor) for the zero-timeout check; None: no socket."""
+        return None
+
+    def _readable_but_alive(self, conn: Any) -> bool:
+        """The idle socket has something to read: is the connection still usable?
+
+        MySQL never speaks unasked, so a readable idle socket is a kill notice or EOF: dead.
+        PostgreSQL may (notifications, parameter changes): its hook consumes them and says.
+        """
+        return False
+
     def _server_in_transaction(self, conn: Any) -> bool:
         """Whether the driver says a transaction is open, without asking the server."""
         return False
 
     # -- connecting ------------------------------------------------------------------------------
     def _connect(self) -> Any:
+        # A connect made by a statement's first use is inside execute_sql's own timing: count
+        # it there only (``_timing``), or db_ms would hold the connect twice.
         started = time.perf_counter()
         try:
             conn = self._open_connection()
         finally:
-            self.events.db_seconds += time.perf_counter() - started
+            if not self._timing:
+                self.events.db_seconds += time.perf_counter() - started
         self.events.connects += 1
         self._last_used = time.monotonic()
         self._state.broken = False
+        self._watch(conn)
         return conn
+
+    # -- the reaper and the connection's owner never fight ----------------------------------
+    #: Slack between the server's idle clock (from the end of the last statement) and ours (from
+    #: when its answer reached us): our idle time is never shorter by more than this.
+    REAP_MARGIN_SECONDS = 0.25
+
+    def retire_after_seconds(self, options: ServerlessOptions) -> float:
+        """Idle time after which our connection is replaced instead of reused.
+
+        The reaper (:mod:`.governor`, in any container of this application) kills only
+        connections the server has seen idle for ``zombie_min_seconds`` or more. Their owner
+        stops using a connection a margin before that: when it would next send a statement,
+        the connection is dropped unsent and a new one opened. So a connection the reaper can
+        choose is one its owner will never use, and no kill can hit a statement in flight
+        (a listing that is a moment old included). Behind a proxy nothing reaps: never retired.
+        A zombie timeout under 0.2 s (tests) cannot leave room for the margin: no retirement.
+        """
+        minimum = options.zombie_min_seconds
+        if options.mode == "proxy" or not self.reaps or minimum < 0.2:
+            return float("inf")
+        return minimum - min(self.REAP_MARGIN_SECONDS, minimum / 2)
+
+    #: Whether this backend's governor can kill other sessions (server databases only).
+    reaps = False
+
+    # -- liveness without a round trip ---------------------------------------------------------
+    def _watch(self, conn: Any) -> None:
+        fd = self._socket_fd(conn)
+        if fd is None:
+            self._poller = None
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)  # HUP and ERR are always reported
+        self._poller = poller
+
+    def socket_alive(self) -> bool:
+        """Zero-timeout look at the idle connection's socket, no round trip (~1-2 µs).
+
+        A server that ends a session tells the client: MariaDB/MySQL close the socket (EOF),
+        PostgreSQL sends ``FATAL 57P01`` and closes it. Either makes the idle socket readable.
+        False means the connection is certainly dead; True means nothing says so (a network
+        partition can still swallow the notice: that is what the ping after an idle gap is for).
+        """
+        poller = self._poller
+        if poller is None or not poller.poll(0):
+            return True
+        return self._readable_but_alive(self._state.conn)
+
+    def _close(self, conn: Any) -> None:
+        self._poller = None
+        super()._close(conn)  # type: ignore[misc]
 
     def _open_connection(self) -> Any:
         """Open one driver connection; connect failures become typed errors.
@@ -204,30 +412,47 @@ class ServerlessDatabaseMixin:
         """Make the connection fit for a new invocation; say what it took.
 
         Returns ``"lazy"`` (no connection yet: the first query opens one), ``"reused"``
-        (used recently, no round trip), ``"checked"`` (idle long enough to be pinged, alive) or
-        ``"replaced"`` (pinged and found dead: dropped, the first query reconnects).
+        (used recently, no round trip), ``"checked"`` (idle long enough to be pinged, alive),
+        ``"replaced"`` (its socket or the ping said dead: dropped, the first query reconnects)
+        or ``"retired"`` (idle long enough for a reaper to pick it: dropped unused, see
+        :meth:`retire_after_seconds`).
         """
         if self.is_closed():
             return "lazy"
+        # Every invocation looks at the socket (no round trip): a connection the server ended
+        # while we were frozen or idle (KILL, pg_terminate_backend, wait_timeout, a reaper in
+        # another container) is replaced before the handler runs, whatever the idle gap.
+        if getattr(self._state, "broken", False) or not self.socket_alive():
+            return self._replace("its socket says the server ended it")
         idle = time.monotonic() - (self._last_used or 0.0)
-        if idle < self.options.idle_check_seconds and not getattr(self._state, "broken", False):
+        if idle >= self._retire_after:
+            self.events.reconnects += 1
+            self.discard_connection()
+            return "retired"
+        if idle < self.options.idle_check_seconds:
             self.events.reused += 1
             return "reused"
+        # A long gap: the notice may have been lost (a partition, a NAT that forgot the flow),
+        # so pay one round trip.
         self.events.checks += 1
         started = time.perf_counter()
-        alive = not getattr(self._state, "broken", False) and self._ping(self._state.conn)
+        alive = self._ping(self._state.conn)
         self.events.db_seconds += time.perf_counter() - started
         if alive:
             self._last_used = time.monotonic()
             return "checked"
+        return self._replace("it did not answer the ping")
+
+    def _replace(self, why: str) -> str:
         self.events.reconnects += 1
         self.discard_connection()
-        logger.info("idle connection was dead; it will be replaced on first use")
+        logger.info("idle connection was dead (%s); it will be replaced on first use", why)
         return "replaced"
 
     def discard_connection(self) -> None:
         """Forget the current connection without talking to the server (it is gone anyway)."""
         conn = self._state.conn
+        self._poller = None
         if conn is not None:
             # A dead socket may refuse even to close.
             with contextlib.suppress(Exception):
@@ -260,10 +485,14 @@ class ServerlessDatabaseMixin:
 
     # -- statements ------------------------------------------------------------------------------
     def execute_sql(self, sql: str, params: Any = None) -> Any:
+        if self._timing:  # nested (a hook running SQL inside a statement): timed by the outer
+            return self._run_reconnecting(super().execute_sql, sql, params, retry_safe=None)  # type: ignore[misc]
         started = time.perf_counter()
+        self._timing = True
         try:
             cursor = self._run_reconnecting(super().execute_sql, sql, params, retry_safe=None)  # type: ignore[misc]
         finally:
+            self._timing = False
             self.events.db_seconds += time.perf_counter() - started
         self._last_used = time.monotonic()
         return cursor
@@ -284,13 +513,30 @@ class ServerlessDatabaseMixin:
             # Dying rolled the transaction back on the server: the rollback is done.
             self._state.broken = True
 
+    def _read_only(self, exc: BaseException) -> ServerReadOnly:
+        """The typed error for a refused write; the connection is dropped (see ServerReadOnly)."""
+        self.events.reconnects += 1
+        if self.in_transaction():
+            # Peewee's atomic() still rolls back; ``broken`` makes that a no-op and finish()
+            # drops the connection at the end of the invocation.
+            self._state.broken = True
+        else:
+            self.discard_connection()
+        return ServerReadOnly(
+            f"the database server refused a write ({driver_error(exc)}); retry shortly",
+            retry_after=2,
+            kind=ErrorKind.SERVER_READ_ONLY,
+        )
+
     def commit(self, *args: Any, **kwargs: Any) -> None:
         if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
         try:
             super().commit(*args, **kwargs)  # type: ignore[misc]
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:
             kind = classify(exc)
+            if kind is ErrorKind.SERVER_READ_ONLY:
+                raise self._read_only(exc) from exc
             if kind not in _DEAD:
                 raise
             self._state.broken = True
@@ -298,13 +544,37 @@ class ServerlessDatabaseMixin:
                 "database connection lost during COMMIT; the outcome is unknown", kind=kind
             ) from exc
 
+    # When may a statement run again on a new connection? The rule:
+    #
+    # * Dead before it was sent -> reconnect and run it once more (write or not, outside a
+    #   transaction; ``BEGIN`` always). Proof that it was never sent: the socket check just
+    #   before sending found the socket readable/closed (the server had already ended the
+    #   session), or the driver failed while sending or saw the connection already closed
+    #   (``ErrorKind.CONNECTION_DEAD``: PyMySQL 2006 / InterfaceError 0, psycopg2 "connection
+    #   already closed"), or the server's answer was its own kill notice (MariaDB 1927,
+    #   PostgreSQL 57P01/57P02/57P05: the session ended before running anything more).
+    # * Fate unknown (``CONNECTION_LOST``: the connection broke after the statement went out)
+    #   -> raise ConnectionLost, unless the statement is provably read-only (``_is_read_only``).
+    # * Inside a transaction -> always ConnectionLost: what ran of it is gone with the session.
     def _run_reconnecting(
         self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any
     ) -> Any:
+        if self._poller is not None and not self._state.transactions:
+            if not self.socket_alive():
+                # Proven dead before this statement was sent: nothing of it can have run.
+                self.discard_connection()
+                self.events.reconnects += 1
+                logger.info("connection was ended by the server while idle; reconnecting")
+            elif time.monotonic() - (self._last_used or 0.0) >= self._retire_after:
+                # Idle long enough to be a reaper's candidate: never send on it (see above).
+                self.discard_connection()
+                self.events.reconnects += 1
         try:
             return func(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
+        except (DatabaseError, InterfaceError) as exc:
             kind = classify(exc)
+            if kind is ErrorKind.SERVER_READ_ONLY:
+                raise self._read_only(exc) from exc
             if kind not in _DEAD:
                 raise
             in_txn = self.in_transaction()
@@ -347,7 +617,12 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
+    reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
+
+    def _socket_fd(self, conn: Any) -> int | None:
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else int(sock.fileno())
 
     def _driver_connect(self) -> Any:
         # PyMySQL bounds only the TCP connect by connect_timeout; it waits for the server's
@@ -377,6 +652,21 @@ class ServerlessMySQLDatabase(
             conn._read_timeout = saved
         return True
 
+    def begin(self, isolation_level: str | None = None) -> None:
+        # InnoDB lists a transaction (information_schema.INNODB_TRX, what the reaper reads to
+        # spare sessions inside one) only from its first read or write; WITH CONSISTENT
+        # SNAPSHOT starts it at BEGIN, so ``with db.atomic():`` around a slow call is never
+        # mistaken for an idle session. (Under REPEATABLE READ, the default, the snapshot is
+        # taken at BEGIN instead of the first read; other isolation levels take none.)
+        def run() -> None:
+            with _driver_errors:
+                cursor = self.cursor()
+                if isolation_level:
+                    cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation_level}")
+                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+
+        self._run_reconnecting(run, retry_safe=True)
+
     def _server_in_transaction(self, conn: Any) -> bool:
         # PyMySQL keeps the server's status flags from the last reply: SERVER_STATUS_IN_TRANS = 1.
         return bool(getattr(conn, "server_status", 0) & 1)
@@ -387,7 +677,25 @@ class ServerlessPostgresqlDatabase(
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
+    reaps = True
     connection_id_sql = "SELECT pg_backend_pid()"
+
+    def _socket_fd(self, conn: Any) -> int | None:
+        return int(conn.fileno())
+
+    def _readable_but_alive(self, conn: Any) -> bool:
+        # An idle PostgreSQL session may receive a NOTIFY or a ParameterStatus; poll() consumes
+        # them. A dying server sends FATAL (libpq hands an error that arrives while idle to the
+        # notice list) and then EOF (libpq drops the connection: PQstatus CONNECTION_BAD;
+        # psycopg2's ``closed`` does not notice until the next use).
+        notices = conn.notices
+        seen = len(notices)
+        try:
+            conn.poll()
+        except Exception:  # noqa: BLE001 - any failure: dead
+            return False
+        fatal = any(n.startswith(("FATAL", "PANIC")) for n in notices[seen:] or notices[-1:])
+        return not fatal and not conn.closed and conn.info.status == _PQ_CONNECTION_OK
 
     def _ping(self, conn: Any) -> bool:
         return not self._adapter.is_connection_closed(conn)
@@ -405,7 +713,9 @@ class ServerlessSqliteDatabase(
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("pragmas", {"journal_mode": "wal", "busy_timeout": 5000})
+        # WAL lets readers run beside a writer. Waiting for a lock is Peewee's ``timeout=``
+        # (default 5 s, also ``?timeout=`` in a URL): no busy_timeout pragma to override it.
+        kwargs.setdefault("pragmas", {"journal_mode": "wal"})
         for key in ("host", "port", "user", "password", "connect_timeout", "application_name"):
             kwargs.pop(key, None)
         super().__init__(database, *args, **kwargs)
@@ -414,13 +724,20 @@ class ServerlessSqliteDatabase(
         return bool(conn.in_transaction)
 
 
-_CLASSES: dict[str, type[ServerlessDatabaseMixin]] = {
+#: What :func:`~peewee_serverless.database_from_env` returns: one of the concrete classes, each
+#: both a ``peewee.Database`` (``atomic()``, ``create_tables()``, ``Meta.database``...) and a
+#: :class:`ServerlessDatabaseMixin`, so a user's ``mypy --strict`` keeps Peewee's whole API.
+ServerlessDatabase: TypeAlias = (
+    ServerlessMySQLDatabase | ServerlessPostgresqlDatabase | ServerlessSqliteDatabase
+)
+
+_CLASSES: dict[str, type[ServerlessDatabase]] = {
     "mysql": ServerlessMySQLDatabase,
     "postgres": ServerlessPostgresqlDatabase,
     "sqlite": ServerlessSqliteDatabase,
 }
 
 
-def database_class_for(engine: str) -> type[ServerlessDatabaseMixin]:
+def database_class_for(engine: str) -> type[ServerlessDatabase]:
     """The serverless database class for a canonical engine name (see ``config.ENGINES``)."""
     return _CLASSES[engine]

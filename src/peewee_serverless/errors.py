@@ -3,11 +3,18 @@
 ::
 
     PeeweeServerlessError
-     ├── ConfigurationError        a setting is missing or malformed (names the setting)
-     ├── DatabaseUnavailable       no usable connection could be had in time -> HTTP 503
-     │    └── ConnectionLimitReached   the server refused us for lack of connection slots
-     └── ConnectionLost            the server dropped the connection after part of a
-                                   transaction (or an ambiguous write) had run -> HTTP 503
+     ├── ConfigurationError            a setting is missing or malformed (names the setting)
+     ├── DatabaseUnavailable           no usable connection in time -> HTTP 503 + Retry-After
+     │    ├── ConnectionLimitReached   the server refused us for lack of connection slots
+     │    ├── ConnectionLost           the connection died where a silent retry could lose or
+     │    │                            duplicate work (inside a transaction, a write in flight)
+     │    └── ServerReadOnly           the server takes no writes (read-only, disk full)
+     ├── RequestInProgress             an idempotent call with the same key still runs
+     │                                 elsewhere -> HTTP 409 + Retry-After (raised as
+     │                                 ``idempotency.IdempotencyRequestInProgress``, which is
+     │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
+     ├── MigrationLockTimeout          another migrator held the migration lock too long
+     └── PackagingError                a deployment zip could not be built (names the cause)
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -19,6 +26,7 @@ sockets without a SQLSTATE).
 from __future__ import annotations
 
 import enum
+import functools
 
 __all__ = [
     "ConfigurationError",
@@ -27,7 +35,10 @@ __all__ = [
     "DatabaseUnavailable",
     "ErrorKind",
     "MigrationLockTimeout",
+    "PackagingError",
     "PeeweeServerlessError",
+    "RequestInProgress",
+    "ServerReadOnly",
     "classify",
     "driver_error",
 ]
@@ -77,6 +88,32 @@ class ConnectionLost(DatabaseUnavailable):
     """
 
 
+class RequestInProgress(PeeweeServerlessError):
+    """An idempotent call with the same key is running in another invocation.
+
+    ``retry_after`` is the hint for the client in whole seconds (1: a live call finishes within
+    it). ``expires_in`` is the number of seconds until that invocation's claim lapses at the
+    latest (its Lambda timeout; ``None`` when it recorded none): by then it has completed, and a
+    retry gets its answer, or it died, and a retry takes the key over and runs the call.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: int = 1, expires_in: int | None = None
+    ) -> None:
+        self.retry_after = max(1, int(retry_after))
+        self.expires_in = expires_in
+        super().__init__(message)
+
+
+class ServerReadOnly(DatabaseUnavailable):
+    """The server refused a write: it is read-only (a writer demoted by a failover, a standby;
+    MySQL 1290 / 1836, PostgreSQL 25006) or out of disk space (PostgreSQL 53100).
+
+    The connection that met it is dropped, so the next invocation connects afresh (after a
+    failover: to the new writer behind the same DNS name). HTTP 503 with ``Retry-After``.
+    """
+
+
 class MigrationLockTimeout(PeeweeServerlessError):
     """Another migrator held the migration lock longer than the lock timeout.
 
@@ -90,6 +127,11 @@ class MigrationLockTimeout(PeeweeServerlessError):
         super().__init__(message)
 
 
+class PackagingError(PeeweeServerlessError):
+    """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
+    that must not ship, or a handler that does not import. The message names the cause."""
+
+
 class ErrorKind(enum.Enum):
     """What a database error means for a serverless function."""
 
@@ -101,6 +143,9 @@ class ErrorKind(enum.Enum):
     CONNECTION_LIMIT = "connection_limit"
     #: The server is not there (refused, reset, starting up, shutting down).
     SERVER_UNAVAILABLE = "server_unavailable"
+    #: The server takes no writes: read-only (a demoted writer, a standby) or its disk is full.
+    #: The connection is replaced: after a failover a new one reaches the new writer.
+    SERVER_READ_ONLY = "server_read_only"
     #: Authentication failed (wrong password, rotated secret, unknown user).
     AUTH_FAILED = "auth_failed"
     #: A unique constraint was violated.
@@ -109,37 +154,48 @@ class ErrorKind(enum.Enum):
     OTHER = "other"
 
 
-# MySQL / MariaDB client and server error numbers.
-_MYSQL_CODES: dict[int, ErrorKind] = {
-    0: ErrorKind.CONNECTION_DEAD,  # pymysql InterfaceError (0, ''): socket already closed
-    2006: ErrorKind.CONNECTION_DEAD,  # CR_SERVER_GONE_ERROR: detected before the query was sent
-    4031: ErrorKind.CONNECTION_DEAD,  # ER_CLIENT_INTERACTION_TIMEOUT: closed while idle
-    1927: ErrorKind.CONNECTION_DEAD,  # ER_CONNECTION_KILLED (MariaDB): killed while idle
-    2013: ErrorKind.CONNECTION_LOST,  # CR_SERVER_LOST: lost during the query
-    2014: ErrorKind.CONNECTION_LOST,  # CR_COMMANDS_OUT_OF_SYNC
-    2055: ErrorKind.CONNECTION_LOST,  # CR_SERVER_LOST_EXTENDED
-    1040: ErrorKind.CONNECTION_LIMIT,  # ER_CON_COUNT_ERROR: Too many connections
-    1203: ErrorKind.CONNECTION_LIMIT,  # ER_TOO_MANY_USER_CONNECTIONS
-    1226: ErrorKind.CONNECTION_LIMIT,  # ER_USER_LIMIT_REACHED (max_user_connections resource)
-    2002: ErrorKind.SERVER_UNAVAILABLE,  # CR_CONNECTION_ERROR (socket)
-    2003: ErrorKind.SERVER_UNAVAILABLE,  # CR_CONN_HOST_ERROR: refused / unreachable
-    1053: ErrorKind.SERVER_UNAVAILABLE,  # ER_SERVER_SHUTDOWN
-    1045: ErrorKind.AUTH_FAILED,  # ER_ACCESS_DENIED_ERROR
-    1698: ErrorKind.AUTH_FAILED,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
-    1062: ErrorKind.UNIQUE_VIOLATION,  # ER_DUP_ENTRY
-    1586: ErrorKind.UNIQUE_VIOLATION,  # ER_DUP_ENTRY_WITH_KEY_NAME
-}
+# The tables name codes by the drivers' own constants (``pymysql.constants.ER`` / ``CR``,
+# ``psycopg2.errorcodes``). They are built on the first error, not at import: importing a driver
+# costs ~30 ms of cold start and only one of them is installed in a function. MariaDB codes that
+# PyMySQL does not name are numbers with the server's constant in the comment.
+_MYSQL_NAMES: tuple[tuple[str, str | int, ErrorKind], ...] = (
+    # pymysql InterfaceError (0, ''): the socket was already closed; nothing was sent.
+    ("", 0, ErrorKind.CONNECTION_DEAD),
+    # Detected before the query was sent (PyMySQL raises it when writing to a dead socket).
+    ("CR", "CR_SERVER_GONE_ERROR", ErrorKind.CONNECTION_DEAD),
+    ("", 4031, ErrorKind.CONNECTION_DEAD),  # ER_CLIENT_INTERACTION_TIMEOUT: closed while idle
+    ("", 1927, ErrorKind.CONNECTION_DEAD),  # ER_CONNECTION_KILLED (MariaDB): killed while idle
+    ("CR", "CR_SERVER_LOST", ErrorKind.CONNECTION_LOST),  # lost during the query
+    ("CR", "CR_COMMANDS_OUT_OF_SYNC", ErrorKind.CONNECTION_LOST),
+    ("CR", "CR_SERVER_LOST_EXTENDED", ErrorKind.CONNECTION_LOST),
+    ("ER", "CON_COUNT_ERROR", ErrorKind.CONNECTION_LIMIT),  # Too many connections
+    ("ER", "TOO_MANY_USER_CONNECTIONS", ErrorKind.CONNECTION_LIMIT),
+    ("ER", "USER_LIMIT_REACHED", ErrorKind.CONNECTION_LIMIT),  # MAX_USER_CONNECTIONS resource
+    ("CR", "CR_CONNECTION_ERROR", ErrorKind.SERVER_UNAVAILABLE),  # socket
+    ("CR", "CR_CONN_HOST_ERROR", ErrorKind.SERVER_UNAVAILABLE),  # refused / unreachable
+    ("ER", "SERVER_SHUTDOWN", ErrorKind.SERVER_UNAVAILABLE),
+    # --read-only / super_read_only: a writer demoted by a failover (the DNS name moved on).
+    ("ER", "OPTION_PREVENTS_STATEMENT", ErrorKind.SERVER_READ_ONLY),
+    ("", 1836, ErrorKind.SERVER_READ_ONLY),  # ER_READ_ONLY_MODE
+    ("ER", "ACCESS_DENIED_ERROR", ErrorKind.AUTH_FAILED),
+    ("", 1698, ErrorKind.AUTH_FAILED),  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    ("ER", "DUP_ENTRY", ErrorKind.UNIQUE_VIOLATION),
+    ("", 1586, ErrorKind.UNIQUE_VIOLATION),  # ER_DUP_ENTRY_WITH_KEY_NAME
+)
 
-# PostgreSQL SQLSTATE codes (exact), then classes (first two characters).
-_PG_CODES: dict[str, ErrorKind] = {
-    "57P01": ErrorKind.CONNECTION_DEAD,  # admin_shutdown (pg_terminate_backend, fast shutdown)
-    "57P02": ErrorKind.CONNECTION_DEAD,  # crash_shutdown
-    "57P03": ErrorKind.SERVER_UNAVAILABLE,  # cannot_connect_now (starting up)
-    "53300": ErrorKind.CONNECTION_LIMIT,  # too_many_connections (also per role / per database)
-    "28P01": ErrorKind.AUTH_FAILED,  # invalid_password
-    "28000": ErrorKind.AUTH_FAILED,  # invalid_authorization_specification
-    "23505": ErrorKind.UNIQUE_VIOLATION,  # unique_violation
-}
+# PostgreSQL SQLSTATE names (``psycopg2.errorcodes``), exact codes; then classes.
+_PG_NAMES: tuple[tuple[str, ErrorKind], ...] = (
+    ("ADMIN_SHUTDOWN", ErrorKind.CONNECTION_DEAD),  # 57P01 pg_terminate_backend, fast shutdown
+    ("CRASH_SHUTDOWN", ErrorKind.CONNECTION_DEAD),  # 57P02
+    ("IDLE_SESSION_TIMEOUT", ErrorKind.CONNECTION_DEAD),  # 57P05: closed while idle
+    ("CANNOT_CONNECT_NOW", ErrorKind.SERVER_UNAVAILABLE),  # 57P03 starting up / recovering
+    ("TOO_MANY_CONNECTIONS", ErrorKind.CONNECTION_LIMIT),  # 53300 (also per role / database)
+    ("READ_ONLY_SQL_TRANSACTION", ErrorKind.SERVER_READ_ONLY),  # 25006 a standby / demoted
+    ("DISK_FULL", ErrorKind.SERVER_READ_ONLY),  # 53100 no write can succeed until space is freed
+    ("INVALID_PASSWORD", ErrorKind.AUTH_FAILED),  # 28P01
+    ("INVALID_AUTHORIZATION_SPECIFICATION", ErrorKind.AUTH_FAILED),  # 28000
+    ("UNIQUE_VIOLATION", ErrorKind.UNIQUE_VIOLATION),  # 23505
+)
 _PG_CLASSES: dict[str, ErrorKind] = {
     "08": ErrorKind.CONNECTION_LOST,  # connection_exception
 }
@@ -148,12 +204,14 @@ _PG_CLASSES: dict[str, ErrorKind] = {
 _PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
     ("connection already closed", ErrorKind.CONNECTION_DEAD),  # InterfaceError, nothing sent
     ("terminating connection due to administrator command", ErrorKind.CONNECTION_DEAD),
+    ("terminating connection due to idle-session timeout", ErrorKind.CONNECTION_DEAD),
     ("server closed the connection unexpectedly", ErrorKind.CONNECTION_LOST),
     ("too many clients already", ErrorKind.CONNECTION_LIMIT),
     ("too many connections for", ErrorKind.CONNECTION_LIMIT),  # role / database limits
     ("remaining connection slots are reserved", ErrorKind.CONNECTION_LIMIT),
     ("connection refused", ErrorKind.SERVER_UNAVAILABLE),
     ("the database system is starting up", ErrorKind.SERVER_UNAVAILABLE),
+    ("the database system is not yet accepting connections", ErrorKind.SERVER_UNAVAILABLE),
     ("the database system is shutting down", ErrorKind.SERVER_UNAVAILABLE),
     ("the database system is in recovery mode", ErrorKind.SERVER_UNAVAILABLE),
     ("could not connect to server", ErrorKind.SERVER_UNAVAILABLE),
@@ -163,13 +221,49 @@ _PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
 )
 
 
+@functools.cache
+def mysql_codes() -> dict[int, ErrorKind]:
+    """MySQL / MariaDB error number -> kind (client ``CR_*`` and server ``ER_*`` codes)."""
+    try:
+        from pymysql.constants import CR, ER
+    except ImportError:  # a PostgreSQL-only function: MySQL errors cannot occur
+        CR = ER = None  # noqa: N806
+    table: dict[int, ErrorKind] = {}
+    for module, name, kind in _MYSQL_NAMES:
+        if isinstance(name, int):
+            table[name] = kind
+        elif module and (consts := CR if module == "CR" else ER) is not None:
+            table[int(getattr(consts, name))] = kind
+    return table
+
+
+@functools.cache
+def pg_codes() -> dict[str, ErrorKind]:
+    """PostgreSQL SQLSTATE -> kind (exact codes; classes are in ``_PG_CLASSES``)."""
+    try:
+        from psycopg2 import errorcodes
+    except ImportError:  # psycopg 3 or no PostgreSQL driver
+        return _pg_codes_psycopg3()
+    return {getattr(errorcodes, name): kind for name, kind in _PG_NAMES}
+
+
+def _pg_codes_psycopg3() -> dict[str, ErrorKind]:
+    try:
+        from psycopg import errors
+    except ImportError:
+        return {}
+    return {errors.lookup(name).sqlstate: kind for name, kind in _PG_NAMES}
+
+
 def driver_error(exc: BaseException) -> BaseException:
     """Return the driver's own exception behind a Peewee wrapper (or ``exc`` itself)."""
     seen = 0
     current: BaseException = exc
     while seen < 5:
         module = type(current).__module__ or ""
-        if module.startswith(("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3")):
+        if module.startswith(
+            ("pymysql", "psycopg2", "psycopg", "MySQLdb", "sqlite3", "peewee_serverless.data_api")
+        ):
             return current
         nxt = current.__cause__ or current.__context__
         if nxt is None:
@@ -189,20 +283,22 @@ def _mysql_code(err: BaseException) -> int | None:
 def classify(exc: BaseException) -> ErrorKind:
     """Say what a (possibly Peewee-wrapped) driver error means, by code where there is one."""
     err = driver_error(exc)
+    # Our own Data API driver knows what its errors mean (it reads the codes the Data API
+    # embeds in its messages, see data_api.driver) and says so.
+    own = getattr(err, "error_kind", None)
+    if isinstance(own, ErrorKind):
+        return own
     module = type(err).__module__ or ""
     if module.startswith(("pymysql", "MySQLdb")) or (
         err is exc and _mysql_code(err) is not None and not module.startswith("psycopg")
     ):
         code = _mysql_code(err)
-        if code is not None and code in _MYSQL_CODES:
-            return _MYSQL_CODES[code]
         if code is not None:
-            return ErrorKind.OTHER
+            return mysql_codes().get(code, ErrorKind.OTHER)
     pgcode = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
     if isinstance(pgcode, str) and pgcode:
-        if pgcode in _PG_CODES:
-            return _PG_CODES[pgcode]
-        return _PG_CLASSES.get(pgcode[:2], ErrorKind.OTHER)
+        exact = pg_codes().get(pgcode)
+        return exact or _PG_CLASSES.get(pgcode[:2], ErrorKind.OTHER)
     if module.startswith("psycopg") or type(exc).__module__ == "peewee":
         text = str(err).lower()
         for fragment, kind in _PG_FRAGMENTS:

@@ -12,8 +12,9 @@ finished its work helps the others, at the end of its invocation (:meth:`Governo
    * MySQL / MariaDB: ``Threads_connected`` against ``@@max_connections``, and this user's
      connections against ``@@max_user_connections`` (whose session value is the account's
      ``MAX_USER_CONNECTIONS`` when one is set); the higher ratio counts;
-   * PostgreSQL: client backends in ``pg_stat_activity`` against ``max_connections`` minus the
-     superuser reserve, and this role's backends against its ``rolconnlimit``; the higher counts.
+   * PostgreSQL: client backends in ``pg_stat_activity`` (other roles' sessions included, which
+     need no extra privilege) against ``max_connections`` minus the superuser reserve, and
+     this role's backends against its ``rolconnlimit``; the higher counts.
 
 2. **reap**: above ``usage_threshold`` (default 0.8), kill *this application's* connections
    that have been idle longer than a timeout computed from the usage: ``zombie_max_seconds`` at
@@ -34,7 +35,11 @@ finished its work helps the others, at the end of its invocation (:meth:`Governo
   off by default) nor user variables, so give each application its own database user. Only
   ``Sleep`` connections of ``CURRENT_USER()`` on the same database are candidates, and only
   those without an InnoDB transaction (``information_schema.INNODB_TRX``, which needs the
-  ``PROCESS`` privilege: without it nothing is reaped and the function only yields).
+  ``PROCESS`` privilege: without it nothing is reaped and the function only yields). InnoDB
+  lists a transaction only from its first read or write, so our ``begin()`` is
+  ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, which starts it at once: a session of ours
+  that ran only ``BEGIN`` is never reaped. (A client of the same user that is not ours and ran
+  a bare ``BEGIN`` cannot be told apart: another reason to give each application its own user.)
 
 Behind a proxy (``DB_MODE=proxy``, e.g. RDS Proxy) all of this is off: the proxy multiplexes
 connections, killing its backend sessions is wrong, and the extra statements would pin a
@@ -44,6 +49,7 @@ session. Connect retry (:mod:`.backoff`) stays on in both modes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,9 +141,14 @@ class GovernorMixin:
             if int(max_user) > 0:
                 candidates.append((int(mine), int(max_user), "user"))
         elif isinstance(self, PostgresqlDatabase):
+            # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
+            # roles' sessions; their database and role stay visible. A row with both is a
+            # client session (background processes have no role or no database), so it is
+            # counted too: an unprivileged application role sees everyone's slots.
             sql = (
                 "SELECT"
-                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                "   OR (backend_type IS NULL AND datid IS NOT NULL AND usesysid IS NOT NULL)),"
                 " current_setting('max_connections')::int"
                 "   - current_setting('superuser_reserved_connections')::int,"
                 " (SELECT count(*) FROM pg_stat_activity"
@@ -186,7 +197,9 @@ class GovernorMixin:
             " ORDER BY p.TIME DESC LIMIT %s"
         )
         try:
-            rows = self.execute_sql(sql, (int(idle_seconds), MAX_REAP)).fetchall()
+            # TIME is whole seconds since the last statement ended: rounding the threshold up
+            # keeps every kill at or above it (retirement relies on that, see database.py).
+            rows = self.execute_sql(sql, (math.ceil(idle_seconds), MAX_REAP)).fetchall()
         except Exception as exc:
             if _mysql_errno(exc) != _ER_SPECIFIC_ACCESS_DENIED:
                 raise

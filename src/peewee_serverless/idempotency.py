@@ -27,6 +27,28 @@ PostgreSQL's re-check of ``WHERE`` after a concurrent update, SQLite's single wr
 concurrent callers exactly one gets the record. The ``INSERT`` runs in ``atomic()`` (a
 savepoint inside a transaction) so its unique-key failure cannot abort a PostgreSQL transaction.
 
+Exactly once, with the write: :func:`transactional_idempotent_function` is Powertools'
+``idempotent_function`` with one change, made through Powertools' own extension points (this
+persistence layer and a subclass of its ``IdempotencyHandler`` whose hooks it overrides): the
+function's writes and the completion of its record commit in ONE transaction::
+
+    claim      INSERT/UPDATE the record INPROGRESS (own short autocommit; others now see it)
+    BEGIN
+    re-check   UPDATE the record WHERE it is still OUR claim   -> row lock, 0 rows = claim lost
+    work       the function's own queries
+    complete   UPDATE the record: COMPLETED + the serialised response
+    COMMIT     work and completed record become visible together (or neither does)
+
+A crash (or a lost COMMIT answer) therefore leaves either the work AND the completed record, so
+a retry gets the first answer, or neither, so a retry runs the work once the crashed attempt's
+claim lapses (its in-progress expiry, from the Lambda context's remaining time). The claim is
+committed on its own, so concurrent retries see it at once (409 ``request_in_progress``) instead
+of queueing behind a transaction, and the transaction holding the record's row lock runs only
+the work itself. Why our own handler subclass: Powertools calls the function and then
+``save_success`` as two separate steps with no hook between them (``response_hook`` only runs on
+replays), so nothing short of overriding ``_get_function_response`` can put them in one
+transaction.
+
 Importing this module imports Powertools' idempotency package and therefore boto3 (present in
 every Lambda Python runtime; install the ``aws`` extra elsewhere). Call idempotent functions
 outside a transaction of your own: the records must be committed to be seen by other callers.
@@ -34,21 +56,39 @@ outside a transaction of your own: the records must be committed to be seen by o
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import os
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from inspect import isclass
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
+from aws_lambda_powertools.shared import constants
+from aws_lambda_powertools.shared.functions import strtobool
+from aws_lambda_powertools.utilities.idempotency.base import IdempotencyHandler
+from aws_lambda_powertools.utilities.idempotency.config import IdempotencyConfig
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
     IdempotencyItemAlreadyExistsError,
     IdempotencyItemNotFoundError,
+    IdempotencyPersistenceLayerError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import (
     STATUS_CONSTANTS,
     DataRecord,
 )
+from aws_lambda_powertools.utilities.idempotency.serialization.base import (
+    BaseIdempotencyModelSerializer,
+    BaseIdempotencySerializer,
+)
 from peewee import Database, IntegrityError
 
+from .errors import RequestInProgress
 from .idempotency_table import (
     DEFAULT_TABLE,
     create_table,
@@ -59,19 +99,52 @@ from .idempotency_table import (
 )
 
 __all__ = [
+    "IdempotencyRequestInProgress",
     "PeeweePersistenceLayer",
+    "TransactionalIdempotencyHandler",
     "create_table",
     "delete_expired",
     "drop_table",
+    "transactional_idempotent_function",
 ]
 
 logger = logging.getLogger("peewee_serverless.idempotency")
 
 _INPROGRESS = STATUS_CONSTANTS["INPROGRESS"]
+_COMPLETED = STATUS_CONSTANTS["COMPLETED"]
 
 # A key can vanish between our failed INSERT and the UPDATE (its call raised and deleted it);
 # then the INSERT is simply tried again, a bounded number of times.
 _PUT_ATTEMPTS = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Claim(NamedTuple):
+    """The values this process wrote when it claimed a key: how it recognises its own claim."""
+
+    in_progress_expiration: int | None
+    expiration: int
+
+
+class IdempotencyRequestInProgress(RequestInProgress, IdempotencyAlreadyInProgressError):
+    """Another invocation holds the key: Powertools' in-progress error, with ``expires_in``.
+
+    Catch it as :class:`~peewee_serverless.errors.RequestInProgress` (our tree) or as Powertools'
+    ``IdempotencyAlreadyInProgressError``: it is both.
+    """
+
+
+class _ClaimLost(Exception):
+    """Our in-progress claim was taken over (it lapsed while we ran); never leaves this module."""
+
+
+def _expires_in(record: DataRecord) -> int | None:
+    """Whole seconds until the running invocation's claim lapses (None: no in-progress expiry)."""
+    if record.in_progress_expiry_timestamp is None:
+        return None
+    remaining_ms = record.in_progress_expiry_timestamp - time.time() * 1000
+    return max(0, math.ceil(remaining_ms / 1000))
 
 
 class PeeweePersistenceLayer(BasePersistenceLayer):
@@ -86,6 +159,9 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
         self.database = database
         self.table_name = table_name
         self.model: Any = idempotency_model(database, table_name)
+        # Claims this thread holds (storage key -> the values it wrote); Lambda runs one
+        # invocation per process, tests may run several threads.
+        self._local = threading.local()
         super().__init__()
 
     def __repr__(self) -> str:
@@ -117,6 +193,66 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
             "validation": validation or None,
         }
 
+    def _claims(self) -> dict[str, _Claim]:
+        claims: dict[str, _Claim] | None = getattr(self._local, "claims", None)
+        if claims is None:
+            claims = self._local.claims = {}
+        return claims
+
+    def _is_our_claim(self, key: str, claim: _Claim) -> Any:
+        """The WHERE clause matching the record only while it is still this claim."""
+        model = self.model
+        ipe = model.in_progress_expiration
+        same_ipe = (
+            ipe.is_null()
+            if claim.in_progress_expiration is None
+            else (ipe == claim.in_progress_expiration)
+        )
+        return (
+            (model.id == key)
+            & (model.status == _INPROGRESS)
+            & (model.expiration == claim.expiration)
+            & same_ipe
+        )
+
+    def _claimed(self, data_record: DataRecord) -> None:
+        self._claims()[storage_key(data_record.idempotency_key)] = _Claim(
+            data_record.in_progress_expiry_timestamp, int(data_record.expiry_timestamp or 0)
+        )
+
+    # -- the transactional completion (TransactionalIdempotencyHandler) ---------------------------
+    def lock_claim(self, data: dict[str, Any]) -> bool:
+        """In the work's transaction: lock the record if it is still our claim (else ``False``).
+
+        The record is set ``COMPLETED`` right away: nobody sees that before ``COMMIT`` (and
+        after a rollback it is ``INPROGRESS`` again), and a real change is needed for MySQL,
+        which counts an ``UPDATE`` that changes nothing as 0 rows. On SQLite the first statement
+        being a write takes the write lock at once, so two such transactions never deadlock
+        upgrading a read lock.
+        """
+        idempotency_key = self._get_hashed_idempotency_key(data=data)
+        if idempotency_key is None:
+            return True  # no key in the payload: Powertools runs the function unrecorded
+        key = storage_key(idempotency_key)
+        claim = self._claims().get(key)
+        if claim is None:
+            return False
+        model = self.model
+        locked = model.update(status=_COMPLETED).where(self._is_our_claim(key, claim)).execute()
+        return bool(locked == 1)
+
+    def release_claim(self, data: dict[str, Any]) -> None:
+        """Forget our claim on ``data``'s key (its transaction committed)."""
+        idempotency_key = self._get_hashed_idempotency_key(data=data)
+        if idempotency_key is not None:
+            self._claims().pop(storage_key(idempotency_key), None)
+
+    def forget_cached(self, data: dict[str, Any]) -> None:
+        """Drop ``data``'s record from the local cache (its transaction did not commit)."""
+        idempotency_key = self._get_hashed_idempotency_key(data=data)
+        if idempotency_key is not None:
+            self._delete_from_cache(idempotency_key=idempotency_key)
+
     # -- BasePersistenceLayer ---------------------------------------------------------------------
     def _get_record(self, idempotency_key: str) -> DataRecord:
         record = self._fetch(idempotency_key)
@@ -132,6 +268,7 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
             try:
                 with self.database.atomic():
                     model.insert(id=key, **values).execute()
+                self._claimed(data_record)
                 return
             except IntegrityError:
                 pass
@@ -147,6 +284,7 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
             updated = model.update(**values).where((model.id == key) & (expired | abandoned))
             if updated.execute() == 1:
                 logger.debug("replaced expired idempotency record %s", data_record.idempotency_key)
+                self._claimed(data_record)
                 return
             old = self._fetch(data_record.idempotency_key)
             if old is None:
@@ -173,6 +311,10 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
         }
         if self.payload_validation_enabled:
             values["validation"] = data_record.payload_hash or None
+        if not self.database.in_transaction():
+            # Plain Powertools use: done with the claim. Inside the work's transaction the claim
+            # is kept until the outcome is known: a failed COMMIT's clean-up still needs it.
+            self._claims().pop(key, None)
         if model.update(**values).where(model.id == key).execute():
             return
         # DynamoDB's UpdateItem creates a missing item; so do we (the in-progress record was
@@ -185,5 +327,155 @@ class PeeweePersistenceLayer(BasePersistenceLayer):
             model.update(**values).where(model.id == key).execute()
 
     def _delete_record(self, data_record: DataRecord) -> None:
+        # Only our own claim: if it lapsed and another invocation took the key over (or, after a
+        # lost COMMIT answer, our transaction did commit and the record is COMPLETED), the
+        # record is not ours to remove. A concurrent COMMIT of our own transaction holds the row
+        # lock, and the DELETE re-checks its WHERE on the committed row.
         model = self.model
-        model.delete().where(model.id == storage_key(data_record.idempotency_key)).execute()
+        key = storage_key(data_record.idempotency_key)
+        claim = self._claims().pop(key, None)
+        where = model.id == key if claim is None else self._is_our_claim(key, claim)
+        model.delete().where(where).execute()
+
+
+class TransactionalIdempotencyHandler(IdempotencyHandler):
+    """Powertools' ``IdempotencyHandler`` whose function and completed record commit together.
+
+    Powertools claims the key (``save_inprogress``) exactly as before; this class overrides
+    the two steps after it. ``_get_function_response`` runs, in one ``database.atomic()``:
+    the re-check and lock of our claim (:meth:`PeeweePersistenceLayer.lock_claim`), the
+    function, and ``save_success``. A lost claim (it lapsed while we ran and another invocation
+    took the key over) rolls the work back and lets Powertools look again (it retries on
+    ``IdempotencyInconsistentStateError``). An exception rolls the work back and removes our
+    claim, as Powertools does, so a retry runs the function again. ``_handle_for_status``
+    raises :class:`IdempotencyRequestInProgress`, which also says when the running claim lapses.
+    """
+
+    persistence_store: PeeweePersistenceLayer
+
+    def _get_function_response(self) -> Any:
+        store = self.persistence_store
+        try:
+            with store.database.atomic():
+                if not store.lock_claim(self.data):
+                    raise _ClaimLost
+                response = self.function(*(self.fn_args or ()), **(self.fn_kwargs or {}))
+                serialized = (
+                    self.output_serializer.to_dict(response) if response is not None else None
+                )
+                store.save_success(data=self.data, result=serialized)  # type: ignore[arg-type]  # None is JSON null, as in Powertools
+        except _ClaimLost:
+            raise IdempotencyInconsistentStateError(
+                "the in-progress claim lapsed and was taken over"
+            ) from None
+        except Exception as exc:
+            # Rolled back, or (COMMIT's answer lost) committed: the cache must not answer from a
+            # record that may not exist, and the conditional delete tells the two cases apart.
+            store.forget_cached(self.data)
+            try:
+                store.delete_record(data=self.data, exception=exc)
+            except Exception as delete_exc:
+                raise IdempotencyPersistenceLayerError(
+                    "Failed to delete record from idempotency store", delete_exc
+                ) from delete_exc
+            raise
+        store.release_claim(self.data)
+        return response
+
+    def _handle_for_status(self, data_record: DataRecord) -> Any | None:
+        try:
+            return super()._handle_for_status(data_record)
+        except IdempotencyAlreadyInProgressError as exc:
+            raise IdempotencyRequestInProgress(
+                str(exc), expires_in=_expires_in(data_record)
+            ) from None
+
+
+@overload
+def transactional_idempotent_function(
+    function: F,
+    *,
+    data_keyword_argument: str,
+    persistence_store: PeeweePersistenceLayer,
+    config: IdempotencyConfig | None = None,
+    output_serializer: BaseIdempotencySerializer
+    | type[BaseIdempotencyModelSerializer]
+    | None = None,
+    key_prefix: str | None = None,
+) -> F: ...
+
+
+@overload
+def transactional_idempotent_function(
+    function: None = None,
+    *,
+    data_keyword_argument: str,
+    persistence_store: PeeweePersistenceLayer,
+    config: IdempotencyConfig | None = None,
+    output_serializer: BaseIdempotencySerializer
+    | type[BaseIdempotencyModelSerializer]
+    | None = None,
+    key_prefix: str | None = None,
+) -> Callable[[F], F]: ...
+
+
+def transactional_idempotent_function(
+    function: F | None = None,
+    *,
+    data_keyword_argument: str,
+    persistence_store: PeeweePersistenceLayer,
+    config: IdempotencyConfig | None = None,
+    output_serializer: BaseIdempotencySerializer
+    | type[BaseIdempotencyModelSerializer]
+    | None = None,
+    key_prefix: str | None = None,
+) -> Any:
+    """Powertools' ``idempotent_function``, with the function's writes and its completed
+    record committed in one transaction (:class:`TransactionalIdempotencyHandler`).
+
+    Same arguments and behaviour as ``aws_lambda_powertools.utilities.idempotency.
+    idempotent_function`` (including ``POWERTOOLS_IDEMPOTENCY_DISABLED``), except that
+    ``persistence_store`` must be a :class:`PeeweePersistenceLayer` on the database the function
+    writes to, and that the function runs inside ``persistence_store.database.atomic()``. Call it
+    outside any transaction of your own (the claim must commit before the work starts); the
+    function should do only database work that may be rolled back: a side effect outside the
+    database (an e-mail, an HTTP call) is not undone by the rollback.
+    """
+    if function is None:
+        return functools.partial(
+            transactional_idempotent_function,
+            data_keyword_argument=data_keyword_argument,
+            persistence_store=persistence_store,
+            config=config,
+            output_serializer=output_serializer,
+            key_prefix=key_prefix,
+        )
+    serializer: BaseIdempotencySerializer | None
+    if isclass(output_serializer) and issubclass(output_serializer, BaseIdempotencyModelSerializer):
+        serializer = output_serializer.instantiate(function.__annotations__.get("return", None))
+    else:
+        serializer = cast("BaseIdempotencySerializer | None", output_serializer)
+    the_config = config or IdempotencyConfig()
+
+    @functools.wraps(function)
+    def decorate(*args: Any, **kwargs: Any) -> Any:
+        if strtobool(os.getenv(constants.IDEMPOTENCY_DISABLED_ENV, "false")):
+            return function(*args, **kwargs)
+        if data_keyword_argument not in kwargs:
+            raise RuntimeError(
+                f"Unable to extract {data_keyword_argument!r} from keyword arguments: call the "
+                "function with it as a keyword argument"
+            )
+        handler = TransactionalIdempotencyHandler(
+            function=function,
+            function_payload=kwargs[data_keyword_argument],
+            config=the_config,
+            persistence_store=persistence_store,
+            output_serializer=serializer,
+            key_prefix=key_prefix,
+            function_args=args,
+            function_kwargs=kwargs,
+        )
+        return handler.handle()
+
+    return cast(F, decorate)

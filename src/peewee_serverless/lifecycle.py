@@ -49,8 +49,12 @@ def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS)
 
 def _default_logger() -> Any:
     # Powertools is imported on first use, not at package import: cold starts stay cheap.
-    from aws_lambda_powertools import Logger
-
+    # Without the `api` extra it is not installed: the standard library's logger takes its
+    # place (the record's `db` attribute carries the same fields).
+    try:
+        from aws_lambda_powertools import Logger
+    except ImportError:
+        return logging.getLogger("peewee_serverless.lifecycle")
     return Logger(service="peewee-serverless", child=False)
 
 

@@ -12,7 +12,21 @@ adds only what a deploy needs on top of that runner:
   lock. The runner reads the history *after* the lock is taken, so the process that waited sees
   the other one's work and does nothing;
 * :func:`migration_handler`: a Lambda handler applying pending migrations, once per deploy;
-* :func:`add_command`: ``peewee-serverless migrate [up|down|status]``.
+* :func:`create_migration`: a new numbered file, empty or generated from your models by
+  Peewee's own generator (``playhouse.schema_diff`` + ``playhouse.migrations.template``);
+* :func:`add_command`: ``peewee-serverless migrate [up|down|status|create NAME]``.
+
+Through a connection multiplexer (``DB_MODE=proxy``: RDS Proxy, PgBouncer in transaction pooling)
+consecutive transactions may run on different server sessions, so a session-level lock (and the
+session check below) means nothing there. On PostgreSQL each migration then runs as ONE
+transaction that first takes ``pg_advisory_xact_lock`` (released by its own COMMIT or ROLLBACK,
+waiting at most the lock timeout set with ``SET LOCAL``-scoped ``set_config(..., true)``),
+re-reads the history and applies the migration only if nobody else did: DDL is transactional
+there, so a migration and its history row commit together or not at all. A migration declaring
+``atomic = False`` cannot be one transaction and is refused with a message to use the direct
+endpoint. MySQL keeps ``GET_LOCK``: RDS Proxy pins the session that takes it for as long as the
+migrator stays connected, which is what a migration needs (its DDL commits implicitly, so no
+transaction-scoped lock could cover it).
 
 Setting: ``DB_MIGRATION_LOCK_TIMEOUT`` (seconds, default 60): how long to wait for another
 migrator before giving up with :class:`~peewee_serverless.errors.MigrationLockTimeout`.
@@ -23,12 +37,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from peewee import DatabaseError, InterfaceError, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
-from playhouse.migrations import Migration, MigrationError, Runner
+from peewee import (
+    AutoField,
+    DatabaseError,
+    InterfaceError,
+    Model,
+    MySQLDatabase,
+    PostgresqlDatabase,
+    SqliteDatabase,
+)
+from playhouse.migrations import Migration, MigrationError, Runner, template
 
 from .config import database_from_env
 from .errors import (
@@ -46,6 +69,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "HISTORY_TABLE",
     "add_command",
+    "create_migration",
     "lock_timeout_from_env",
     "migration_handler",
     "migration_lock",
@@ -231,6 +255,13 @@ def _connected(db: Any) -> Iterator[None]:
             db.close()
 
 
+def _pinned_session(db: Any) -> contextlib.AbstractContextManager[None]:
+    # A database whose statements may each run on another pooled session (the Data API) pins
+    # one for the lock's lifetime; a socket connection is one session already.
+    pin = getattr(db, "pinned_session", None)
+    return pin() if pin is not None else contextlib.nullcontext()
+
+
 def _session_id(db: Any) -> int | None:
     """The server session holding the lock (None for SQLite, whose lock is a file)."""
     if isinstance(db, MySQLDatabase):
@@ -264,6 +295,71 @@ class _SessionGuardedRunner(Runner):
         return super()._run(name, module, direction, fake=fake)
 
 
+class _TransactionLockedRunner(Runner):
+    """Peewee's runner for PostgreSQL behind a transaction-pooling proxy (``DB_MODE=proxy``).
+
+    Every migration is one transaction: ``pg_advisory_xact_lock``, re-read of the history, the
+    migration, its history row, COMMIT. Nothing is held between transactions, so it works
+    whichever server session each transaction lands on; a second migrator waits on the lock and
+    then finds the migration recorded and skips it.
+    """
+
+    def __init__(self, db: Any, *args: Any, lock_name: str, timeout: float, **kwargs: Any) -> None:
+        super().__init__(db, *args, **kwargs)
+        self._key = advisory_key(lock_name)
+        self._lock_name = lock_name
+        self._timeout = timeout
+        self._skipped: set[str] = set()
+
+    def _lock(self) -> None:
+        db = self.database
+        wait_ms = f"{max(1, int(self._timeout * 1000))}ms"
+        # is_local=true: SET LOCAL, gone at COMMIT, never leaks into another client's session.
+        db.execute_sql("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
+        try:
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+        except DatabaseError as exc:
+            if getattr(driver_error(exc), "pgcode", None) != "55P03":
+                raise
+            raise _timed_out(self._lock_name, self._timeout, exc) from exc
+
+    def _create_history(self) -> None:
+        # Two first-ever migrators creating the table at once would collide in the catalog.
+        with self.database.atomic():
+            self._lock()
+            self.History.create_table()
+
+    def up(self, target: str | None = None, fake: bool = False) -> list[str]:
+        self._create_history()
+        names: list[str] = super().up(target, fake=fake)
+        return [n for n in names if n not in self._skipped]
+
+    def down(self, target: str | None = None) -> list[str]:
+        names: list[str] = super().down(target)
+        return [n for n in names if n not in self._skipped]
+
+    def _run(self, name: str, module: Any, direction: str, fake: bool = False) -> Any:
+        if not getattr(module, "atomic", True):
+            raise MigrationError(
+                f"{name} sets atomic = False and cannot run as one transaction through a "
+                "connection proxy (DB_MODE=proxy): run migrations against the database's direct "
+                "endpoint (DB_MODE=direct)"
+            )
+        with self.database.atomic():
+            self._lock()
+            recorded = self.History.select().where(self.History.name == name).exists()
+            if recorded is (direction == "up"):
+                self._skipped.add(name)  # another migrator did it while we waited
+                return None
+            # The runner's own atomic() nests as a savepoint inside this transaction.
+            return super()._run(name, module, direction, fake=fake)
+
+
+def _behind_proxy(db: Any) -> bool:
+    options = getattr(db, "options", None)
+    return getattr(options, "mode", "direct") == "proxy" and isinstance(db, PostgresqlDatabase)
+
+
 def run_migrations(
     db: Any,
     directory: str | os.PathLike[str],
@@ -282,7 +378,15 @@ def run_migrations(
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
     path = _check_directory(directory)
-    with _connected(db), migration_lock(db, timeout=lock_timeout):
+    if _behind_proxy(db):
+        wait = lock_timeout_from_env() if lock_timeout is None else max(0.0, float(lock_timeout))
+        with _connected(db):
+            proxied = _TransactionLockedRunner(
+                db, path, table_name=table_name, lock_name=default_lock_name(db), timeout=wait
+            )
+            done: list[str] = proxied.up(target) if direction == "up" else proxied.down(target)
+            return done
+    with _connected(db), _pinned_session(db), migration_lock(db, timeout=lock_timeout):
         runner = _SessionGuardedRunner(db, path, table_name=table_name)
         # The runner reads the history now, after the lock: a waiter sees the holder's work.
         names: list[str] = runner.up(target) if direction == "up" else runner.down(target)
@@ -365,6 +469,85 @@ def migration_handler(
     return handler
 
 
+def _is_abstract_base(model: type[Model]) -> bool:
+    # `class BaseModel(Model)` holding only Meta.database: just the implicit id, no table wanted.
+    fields = model._meta.sorted_fields
+    return len(fields) == 1 and isinstance(fields[0], AutoField) and not model._meta.indexes
+
+
+def _models_of(module_name: str) -> list[type[Model]]:
+    """The models defined in ``module_name`` (imported from the current directory, as Lambda's
+    task root would), leaving out abstract bases that declare no field of their own."""
+    from importlib import import_module
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError("--auto", f"cannot import {module_name!r}: {exc}") from None
+    models = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Model)
+        and value is not Model
+        and value.__module__ == module.__name__
+        and not _is_abstract_base(value)
+    ]
+    if not models:
+        raise ConfigurationError("--auto", f"no models with fields in {module_name!r}")
+    return models
+
+
+def create_migration(
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    models: str | None = None,
+    db: Any = None,
+    table_name: str = HISTORY_TABLE,
+) -> str:
+    """Write the next numbered migration file in ``directory`` and return its path.
+
+    Without ``models``: Peewee's empty template (``up`` / ``down`` to fill in). With ``models``
+    (a module name such as ``models``): generated by Peewee's own generator. The first migration
+    of a directory creates every model's table without touching a database; a later one diffs
+    the models against ``db`` (the database configured by the environment when ``None``), which
+    must have every migration of ``directory`` applied: the diff is then exactly what is new.
+    """
+    path = os.fspath(directory)
+    if not name.strip():
+        raise ConfigurationError("NAME", "must not be empty")
+    # The runner wants a database object; writing a template uses none, so an unopened one.
+    runner = Runner(db if db is not None else SqliteDatabase(None), path, table_name=table_name)
+    if models is None:
+        created: str = runner.create(name)
+        return created
+    # sort_models: Peewee's own dependency order (foreign-key targets first), as schema_diff uses.
+    from playhouse.schema_diff import SchemaDiff, diff_models, sort_models
+
+    classes = _models_of(models)
+    existing = runner.migrations() if os.path.isdir(path) else []
+    if not existing:
+        diff = SchemaDiff(sort_models(classes), [], [], [], [])
+    else:
+        live = db if db is not None else database_from_env()
+        with _connected(live):
+            pending = _names(status(live, path, table_name=table_name), False)
+            if pending:
+                raise ConfigurationError(
+                    "--auto",
+                    f"{len(pending)} migration(s) not applied yet ({', '.join(pending)}): "
+                    "run `migrate up` first, so that the diff holds only what is new",
+                )
+            diff = diff_models(live, classes)
+        if not diff:
+            raise ConfigurationError("--auto", f"the database already matches {models!r}")
+    created = runner.create(name, body=template(diff))
+    return created
+
+
 # -- command line --------------------------------------------------------------------------------
 def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
     """Register ``migrate [up|down|status] [--dir DIR] [--target NAME]`` on a subparser set."""
@@ -380,8 +563,16 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
         "action",
         nargs="?",
         default="up",
-        choices=("up", "down", "status"),
-        help="up: apply pending (default); down: revert the latest; status: list",
+        choices=("up", "down", "status", "create"),
+        help="up: apply pending (default); down: revert the latest; status: list; "
+        "create NAME: write a new migration file",
+    )
+    parser.add_argument("name", nargs="?", metavar="NAME", help="create: the migration's name")
+    parser.add_argument(
+        "--auto",
+        metavar="MODULE",
+        default=None,
+        help="create: generate the file from the models in MODULE (Peewee's schema diff)",
     )
     parser.add_argument(
         "--dir",
@@ -414,7 +605,18 @@ def command(args: argparse.Namespace) -> int:
     CLI's ``CommandError``: one line on stderr, exit status 2.
     """
     db: Any = None
+    if (args.action == "create") != (args.name is not None):
+        from .cli import CommandError
+
+        raise CommandError("NAME is required by `create`, and taken by no other action")
+    if args.auto is not None and args.action != "create":
+        from .cli import CommandError
+
+        raise CommandError("--auto applies to `create` only")
     try:
+        if args.action == "create":
+            print(f"created {create_migration(args.directory, args.name, models=args.auto)}")
+            return 0
         _check_directory(args.directory)
         timeout = lock_timeout_from_env() if args.lock_timeout is None else args.lock_timeout
         db = database_from_env()

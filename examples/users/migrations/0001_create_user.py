@@ -1,9 +1,10 @@
 """Create the users table (a frozen copy of the model, independent of models.py)."""
 
-from peewee import CharField, DateTimeField, Model
+from peewee import CharField, Database, DateTimeField, Model
+from playhouse.migrate import SchemaMigrator
 
 
-def _user(db):
+def _user(db: Database) -> type[Model]:
     class User(Model):
         name = CharField(max_length=100)
         email = CharField(max_length=254, unique=True)
@@ -16,9 +17,9 @@ def _user(db):
     return User
 
 
-def up(migrator, db):
+def up(migrator: SchemaMigrator, db: Database) -> None:
     db.create_tables([_user(db)])
 
 
-def down(migrator, db):
+def down(migrator: SchemaMigrator, db: Database) -> None:
     db.drop_tables([_user(db)])

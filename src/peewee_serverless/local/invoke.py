@@ -1,9 +1,10 @@
-"""Invoke a handler once with an event, like ``aws lambda invoke`` against a local function.
+"""Invoke a function once with an event, like ``aws lambda invoke`` against a local function.
 
 ``peewee-serverless invoke app.module:handler --event event.json`` prints the handler's response
-as JSON and exits 0. A handler exception prints Lambda's error shape
-(``errorMessage``/``errorType``/``stackTrace``) and exits 1; a bad target or event file is a
-one-line error and exit 2.
+as JSON and exits 0. A function error (exception, failed init, timeout) prints Lambda's error
+document (``errorMessage``/``errorType``/``stackTrace``) and exits 1; a bad target, zip or event
+file is a one-line error and exit 2. ``--zip dist/function.zip`` runs the deployment zip in a
+fresh ``awslambdaric`` process against a local Runtime API (see :mod:`.launch`).
 """
 
 from __future__ import annotations
@@ -49,54 +50,78 @@ def read_event(path: str) -> Any:
                 text = fh.read()
     except OSError as exc:
         raise ValueError(f"cannot read event file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"event file {path!r} is not UTF-8: {exc.reason}") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"event file {path!r} is nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"event file {path!r} is not valid JSON: {exc}") from None
 
 
+def _print_json(value: Any, out: Any) -> None:
+    try:
+        text = json.dumps(value, indent=2, default=str)
+    except RecursionError:
+        error = {"errorType": "Runtime.MarshalError", "errorMessage": "nested too deeply"}
+        text = json.dumps(error)
+    print(text, file=out)
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
+    from .launch import LaunchError, launch
 
     out = sys.stdout
     # What the function prints (its logs) goes to stderr, as Lambda sends it to CloudWatch and
     # not into the response: stdout carries only the response JSON, ready for a pipe.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         try:
             event = read_event(args.event)
-            handler = load_handler(args.handler)
-        except (ValueError, TargetError) as exc:
+            launched = launch(args, stack, log=lambda line: print(line, file=sys.stderr))
+            if launched.runtime == "ric":
+                # Serialised here, so an unserialisable event is the user's error, not a crash.
+                event = json.dumps(event).encode("utf-8")
+        except RecursionError:
+            raise CommandError(f"event file {args.event!r} is nested too deeply") from None
+        except (ValueError, TargetError, LaunchError) as exc:
             raise CommandError(str(exc)) from None
-        try:
-            response = invoke(handler, event, timeout=args.timeout)
-        except Exception as exc:  # noqa: BLE001 - reported the way Lambda reports it
-            traceback.print_exception(exc, file=sys.stderr)
-            error = {
-                "errorMessage": str(exc),
-                "errorType": type(exc).__name__,
-                "stackTrace": traceback.format_tb(exc.__traceback__),
-            }
-            print(json.dumps(error, indent=2), file=out)
-            return 1
-    print(json.dumps(response, indent=2, default=str), file=out)
-    return 0
+        outcome = launched.invoker.invoke(event)
+        state = "cold" if outcome.cold else "warm"
+        init = f" init {outcome.init_ms:.1f} ms" if outcome.init_ms is not None else ""
+        print(
+            f"REPORT RequestId: {outcome.request_id} [{outcome.container} {state}{init}] "
+            f"Duration: {outcome.duration_ms:.1f} ms Status: {outcome.kind}",
+            file=sys.stderr,
+        )
+        if outcome.kind == "ok":
+            try:
+                _print_json(outcome.json(), out)
+            except (ValueError, RecursionError):
+                print(outcome.payload.decode("utf-8", "replace"), file=out)
+            return 0
+        if outcome.exception is not None:
+            traceback.print_exception(outcome.exception, file=sys.stderr)
+        _print_json(outcome.error, out)
+        return 1
 
 
 def add_command(subparsers: Any) -> None:
-    """Add ``invoke HANDLER --event FILE [--timeout SECONDS]``."""
+    """Add ``invoke [HANDLER] --event FILE [--zip ZIP] [--runtime] [--timeout SECONDS] ...``."""
+    from .launch import add_function_arguments
+
     parser = subparsers.add_parser(
         "invoke",
-        help="call a handler once with an event and print its response",
-        description="Call a Lambda handler once with a JSON event and print the response JSON.",
+        help="call a function once with an event and print its response",
+        description=(
+            "Call a Lambda function once with a JSON event and print the response JSON "
+            "(or Lambda's error document, exit 1). In this process by default; with --zip or "
+            "--runtime ric in a fresh awslambdaric process, as Lambda runs it."
+        ),
     )
-    parser.add_argument("handler", metavar="MODULE:HANDLER", help="e.g. examples.users.app:handler")
+    add_function_arguments(parser)
     parser.add_argument(
         "--event", required=True, metavar="FILE", help="JSON event file, '-' for stdin"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
-        help="simulated Lambda timeout in seconds (default: %(default)s)",
     )
     parser.set_defaults(func=_run)

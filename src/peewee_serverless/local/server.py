@@ -1,33 +1,40 @@
-"""A local HTTP server in front of a Lambda handler, standing in for API Gateway (no Docker).
+"""A local HTTP server in front of a Lambda function, standing in for API Gateway (no Docker).
 
-``peewee-serverless serve examples.users.app:handler --port 3000`` loads the handler once (like a
-Lambda cold start), then for every HTTP request builds an API Gateway proxy event (REST API v1 or
-HTTP API v2), calls the handler with a fresh :class:`~.context.LambdaContext` and writes back the
-response the way API Gateway would. Handler exceptions become ``502`` (API Gateway's answer for a
-crashed function) with the traceback on stderr; bodies over ``max_body_bytes`` (6 MB, Lambda's
-payload limit) are refused with ``413`` before the handler runs; an invocation running past
-``timeout`` answers ``504`` (what API Gateway answers when the integration times out).
+``peewee-serverless serve examples.users.app:handler --port 3000`` turns every HTTP request into
+an API Gateway proxy event (REST API v1 or HTTP API v2), invokes the function and writes back the
+response the way API Gateway would: a function error (exception, failed init, crash) is ``502``,
+an invocation past ``timeout`` is ``504`` (API Gateway's answers), a throttled one ``429``;
+bodies over ``max_body_bytes`` (6 MB, Lambda's payload limit) are refused with ``413`` and
+malformed bodies with ``400`` before anything is invoked. One line per invocation on stdout
+says which environment ran it, cold or warm, how long it took and the status.
 
-Concurrency model: HTTP connections are served by one thread each (HTTP/1.1 keep-alive), but
-every handler invocation runs on ONE dedicated invocation thread, one at a time. That is what a
-single Lambda execution environment does, and it matters for Peewee: connection state is
-per thread, so a single invocation thread means one database connection reused across warm
-invocations, exactly as in Lambda, instead of one connection per client socket.
+Who runs the function is an *invoker*:
+
+* :class:`~.inprocess.InProcessInvoker` (default for a source folder): the handler is imported
+  into this process and runs on one invocation thread, one at a time, as in a single Lambda
+  execution environment (one database connection reused across warm invocations);
+* :class:`~.pool.ContainerPool` (``--zip`` or ``--runtime ric``): up to ``--concurrency``
+  processes running AWS's runtime client against a local Runtime API, as Lambda runs them.
+
+HTTP connections are served by one thread each (HTTP/1.1 keep-alive) by the standard library's
+``ThreadingHTTPServer``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import socketserver
 import sys
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .context import DEFAULT_FUNCTION_NAME, DEFAULT_TIMEOUT_SECONDS, LambdaContext, log_stream_name
+from .body import BodyTooLarge, MalformedBody, read_body
+from .context import DEFAULT_FUNCTION_NAME, DEFAULT_TIMEOUT_SECONDS
 from .events import (
     EVENT_VERSIONS,
     HttpRequest,
@@ -41,7 +48,16 @@ from .loader import Handler, TargetError, load_handler
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "LocalServer", "add_command", "make_server", "serve"]
+    from .pool import Outcome
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "Invoker",
+    "LocalServer",
+    "add_command",
+    "make_server",
+    "serve",
+]
 
 #: Lambda's synchronous invocation payload limit.
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -52,14 +68,18 @@ _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "
 _JSON = [("Content-Type", "application/json")]
 
 
+class Invoker(Protocol):
+    """Runs the function: in this process or in containers."""
+
+    def invoke(self, event: Any) -> Outcome: ...
+
+    def restart(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def _error_body(error: str, message: str) -> bytes:
-    import json
-
     return json.dumps({"error": error, "message": message}).encode("utf-8")
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -71,52 +91,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # responses are written in one piece; don't delay them
     server: LocalServer
 
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size_line = self.rfile.readline(65537)
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                # trailers end with an empty line
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                raise _BodyTooLarge
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(3)  # CRLF after each chunk
-
-    def _read_body(self, limit: int) -> bytes:
-        encoding = self.headers.get("Transfer-Encoding")
-        if encoding and "chunked" in encoding.lower():
-            return self._read_chunked(limit)
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        size = int(length)
-        if size < 0:
-            raise ValueError(length)
-        if size > limit:
-            raise _BodyTooLarge
-        return self.rfile.read(size)
-
     def _handle(self) -> None:
         server = self.server
         started = time.perf_counter() if server.verbose else 0.0
         try:
-            body = self._read_body(server.max_body_bytes)
-        except _BodyTooLarge:
+            body = read_body(
+                self.rfile,  # type: ignore[arg-type]  # a BufferedReader is a binary file
+                self.headers.get("Content-Length"),
+                self.headers.get("Transfer-Encoding"),
+                server.max_body_bytes,
+            )
+        except BodyTooLarge:
             # The unread body is still on the socket: this connection cannot be reused.
             self.close_connection = True
             message = f"request body exceeds {server.max_body_bytes} bytes"
             self._write(HttpResponse(413, _JSON, _error_body("payload_too_large", message)))
             return
-        except ValueError:
+        except MalformedBody as exc:
             self.close_connection = True
-            message = "malformed Content-Length or chunked body"
-            self._write(HttpResponse(400, _JSON, _error_body("bad_request", message)))
+            self._write(HttpResponse(400, _JSON, _error_body("bad_request", str(exc))))
             return
         request = HttpRequest.from_target(
             self.command, self.path, self.headers.items(), body, self.client_address[0]
@@ -154,7 +147,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class LocalServer(ThreadingHTTPServer):
-    """The HTTP server: one thread per connection, one invocation thread for the handler."""
+    """The HTTP server: one thread per connection; invocations go to the invoker."""
 
     daemon_threads = True
     block_on_close = False
@@ -163,26 +156,21 @@ class LocalServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        handler: Handler,
+        invoker: Invoker,
         *,
         event_version: str = "v1",
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         verbose: bool = False,
-        function_name: str = DEFAULT_FUNCTION_NAME,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.lambda_handler = handler
+        self.invoker = invoker
         self.event_version = event_version
         self.build_event = event_builder(event_version)
-        self.timeout_seconds = timeout
         self.max_body_bytes = max_body_bytes
         self.verbose = verbose
-        self.function_name = function_name
-        self.log_stream = log_stream_name()
-        # The "execution environment": every invocation runs on this one thread (see module doc).
-        self._invoker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambda-invoke")
+        self.log = log or _stdout
         super().__init__(address, _RequestHandler)
 
     def server_bind(self) -> None:
@@ -202,46 +190,59 @@ class LocalServer(ThreadingHTTPServer):
             else f"http://{host}:{self.server_port}"
         )
 
-    def _invoke(self, event: dict[str, Any]) -> Any:
-        context = LambdaContext(
-            function_name=self.function_name,
-            timeout=self.timeout_seconds,
-            log_stream=self.log_stream,
-        )
-        return self.lambda_handler(event, context)
-
-    def handle_request_event(self, request: HttpRequest) -> HttpResponse:
-        """Invoke the handler for one HTTP request and return the HTTP response to send."""
-        event = self.build_event(request)
-        future = self._invoker.submit(self._invoke, event)
-        try:
-            result = future.result(timeout=self.timeout_seconds)
-        except FutureTimeout:
-            # Lambda would kill the environment; a local thread cannot be killed, so the late
-            # invocation finishes in the background and the next request waits for it.
-            message = f"Task timed out after {self.timeout_seconds:.2f} seconds"
+    def _response(self, request: HttpRequest, outcome: Outcome) -> HttpResponse:
+        if outcome.kind == "throttled":
+            message = "Rate Exceeded. (all containers busy and --queue off)"
+            return HttpResponse(429, list(_JSON), _error_body("throttled", message))
+        error = outcome.error or {}
+        if outcome.kind == "timeout":
+            message = str(error.get("errorMessage", "timed out"))
+            # Lambda's message starts "RequestId: ... Error: "; the client needs only the end.
+            message = message.rpartition("Error: ")[2]
             print(f"{request.method} {request.path}: {message}", file=sys.stderr, flush=True)
             return HttpResponse(504, list(_JSON), _error_body("timeout", message))
-        except Exception as exc:  # noqa: BLE001 - a crashed function is API Gateway's 502
+        if outcome.kind == "error":
+            if outcome.exception is not None:
+                trace = "".join(traceback.format_exception(outcome.exception))
+            else:
+                trace = json.dumps(error, indent=2) + "\n"
             print(
-                f"handler error on {request.method} {request.path}:\n"
-                + "".join(traceback.format_exception(exc)),
+                f"function error on {request.method} {request.path}:\n{trace}",
                 file=sys.stderr,
                 end="",
                 flush=True,
             )
-            message = f"{type(exc).__name__}: {exc}"
+            message = f"{error.get('errorType', 'Error')}: {error.get('errorMessage', '')}"
             return HttpResponse(502, list(_JSON), _error_body("handler_error", message))
         try:
-            return parse_response(result, self.event_version)
-        except MalformedResponseError as exc:
-            print(f"malformed handler response: {exc}", file=sys.stderr, flush=True)
-            return HttpResponse(502, list(_JSON), _error_body("malformed_response", str(exc)))
+            return parse_response(outcome.json(), self.event_version)
+        except (MalformedResponseError, ValueError, RecursionError) as exc:
+            message = str(exc) or type(exc).__name__
+            print(f"malformed function response: {message}", file=sys.stderr, flush=True)
+            return HttpResponse(502, list(_JSON), _error_body("malformed_response", message))
+
+    def handle_request_event(self, request: HttpRequest) -> HttpResponse:
+        """Invoke the function for one HTTP request and return the HTTP response to send."""
+        event = self.build_event(request)
+        outcome = self.invoker.invoke(event)
+        response = self._response(request, outcome)
+        state = "cold" if outcome.cold else "warm"
+        init = f" init {outcome.init_ms:.1f} ms" if outcome.init_ms is not None else ""
+        self.log(
+            f"{request.method} {request.path} -> {response.status} "
+            f"[{outcome.container or '-'} {state}{init}] {outcome.duration_ms:.1f} ms "
+            f"{outcome.kind}"
+        )
+        return response
 
     def server_close(self) -> None:
-        """Stop listening and let the invocation thread finish."""
+        """Stop listening and end the function's environments."""
         super().server_close()
-        self._invoker.shutdown(wait=False)
+        self.invoker.close()
+
+
+def _stdout(line: str) -> None:
+    print(line, flush=True)
 
 
 def _target_name(target: str | Handler) -> str:
@@ -251,7 +252,7 @@ def _target_name(target: str | Handler) -> str:
 
 
 def make_server(
-    target: str | Handler,
+    target: str | Handler | None = None,
     host: str = "127.0.0.1",
     port: int = 3000,
     event_version: str = "v1",
@@ -260,24 +261,35 @@ def make_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     verbose: bool = False,
     function_name: str = DEFAULT_FUNCTION_NAME,
+    invoker: Invoker | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> LocalServer:
-    """Load the handler (once) and bind the server; call ``serve_forever()`` on the result."""
+    """Bind the server; call ``serve_forever()`` on the result.
+
+    Without ``invoker`` the handler ``target`` is loaded (once) into this process.
+    """
     if event_version not in EVENT_VERSIONS:
         raise ValueError(f"event_version must be one of {EVENT_VERSIONS}, got {event_version!r}")
-    handler = load_handler(target)
+    if invoker is None:
+        from .inprocess import InProcessInvoker
+
+        if target is None:
+            raise ValueError("make_server needs a target or an invoker")
+        invoker = InProcessInvoker(
+            load_handler(target), timeout=timeout, function_name=function_name
+        )
     return LocalServer(
         (host, port),
-        handler,
+        invoker,
         event_version=event_version,
-        timeout=timeout,
         max_body_bytes=max_body_bytes,
         verbose=verbose,
-        function_name=function_name,
+        log=log,
     )
 
 
 def serve(
-    target: str | Handler,
+    target: str | Handler | None = None,
     host: str = "127.0.0.1",
     port: int = 3000,
     event_version: str = "v1",
@@ -286,8 +298,11 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     verbose: bool = False,
     function_name: str = DEFAULT_FUNCTION_NAME,
+    invoker: Invoker | None = None,
+    description: str | None = None,
+    on_ready: Callable[[LocalServer], None] | None = None,
 ) -> None:
-    """Serve ``target`` over HTTP until interrupted; prints one ready line on stdout."""
+    """Serve ``target`` (or ``invoker``) over HTTP until interrupted; one ready line on stdout."""
     server = make_server(
         target,
         host,
@@ -297,9 +312,13 @@ def serve(
         max_body_bytes=max_body_bytes,
         verbose=verbose,
         function_name=function_name,
+        invoker=invoker,
     )
     label = _EVENT_LABELS[event_version]
-    print(f"Serving {_target_name(target)} on {server.url} ({label})", flush=True)
+    name = description or _target_name(target) if target is not None else description
+    print(f"Serving {name} on {server.url} ({label})", flush=True)
+    if on_ready is not None:
+        on_ready(server)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -310,35 +329,48 @@ def serve(
 
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
+    from .launch import LaunchError, launch
 
-    try:
-        serve(
-            args.handler,
-            args.host,
-            args.port,
-            args.event_version,
-            args.timeout,
-            max_body_bytes=args.max_body_bytes,
-            verbose=args.verbose,
-            function_name=args.function_name,
-        )
-    except TargetError as exc:
-        raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            launched = launch(args, stack, log=_stdout)
+        except (LaunchError, TargetError) as exc:
+            raise CommandError(str(exc)) from None
+        for note in launched.notes:
+            print(note, file=sys.stderr, flush=True)
+        try:
+            serve(
+                host=args.host,
+                port=args.port,
+                event_version=launched.event_version,
+                max_body_bytes=args.max_body_bytes,
+                verbose=args.verbose,
+                invoker=launched.invoker,
+                description=launched.description,
+                on_ready=launched.on_ready,
+            )
+        except OSError as exc:
+            launched.invoker.close()
+            raise CommandError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from None
     return 0
 
 
 def add_command(subparsers: Any) -> None:
-    """Add ``serve HANDLER [--host --port --event-version --timeout ...]``."""
+    """Add ``serve [HANDLER] [--zip ZIP] [--runtime] [--concurrency N] ...``."""
+    from .launch import add_function_arguments
+
     parser = subparsers.add_parser(
         "serve",
-        help="serve a handler over HTTP like API Gateway (no Docker)",
-        description="Serve a Lambda handler over HTTP, turning requests into API Gateway events.",
+        help="serve a function over HTTP like API Gateway (no Docker)",
+        description=(
+            "Serve a Lambda function over HTTP, turning requests into API Gateway events. "
+            "In this process by default; with --zip or --runtime ric in containers running "
+            "AWS's runtime client (awslambdaric) against a local Lambda Runtime API."
+        ),
     )
-    parser.add_argument("handler", metavar="MODULE:HANDLER", help="e.g. examples.users.app:handler")
+    add_function_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument(
         "--port", type=int, default=3000, help="0 picks a free port (default: 3000)"
@@ -346,14 +378,11 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--event-version",
         choices=EVENT_VERSIONS,
-        default="v1",
-        help="v1: REST API payload 1.0; v2: HTTP API payload 2.0 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
-        help="simulated Lambda timeout in seconds, seen by get_remaining_time_in_millis()",
+        default=None,
+        help=(
+            "v1: REST API payload 1.0; v2: HTTP API payload 2.0 (default: from template.yaml's "
+            "event type, Api -> v1, HttpApi -> v2; v2 without a template)"
+        ),
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -362,9 +391,33 @@ def add_command(subparsers: Any) -> None:
         help="larger request bodies get 413 (default: %(default)s, Lambda's payload limit)",
     )
     parser.add_argument(
-        "--function-name",
-        default=DEFAULT_FUNCTION_NAME,
-        help="context.function_name (default: %(default)s)",
+        "--concurrency",
+        type=int,
+        default=None,
+        help="containers at most (--zip / --runtime ric; default 1); in-process is always 1",
+    )
+    parser.add_argument(
+        "--no-queue",
+        dest="queue",
+        action="store_false",
+        help="answer 429 (Lambda's throttle) when all containers are busy, instead of waiting",
+    )
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="SIGSTOP idle containers and SIGCONT them for their next invocation, like Lambda",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="retire containers idle this long (default: never)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the containers when a source file (or the zip) changes; implies ric",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     parser.set_defaults(func=_run)
