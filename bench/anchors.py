@@ -122,10 +122,10 @@ def run_node_containers(
             proc.stdin.write("\n")
             proc.stdin.close()
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(10)
+            proc.wait()  # SIGKILL: it ends
 
     def drive(index: int) -> None:
         rng = random.Random(None if seed is None else seed + index)
@@ -163,7 +163,7 @@ def run_node_containers(
                     error = f"Task timed out after {timeout:.0f} s"
                     latency, started_at = (time.monotonic() - sent) * 1000, sent
                     proc.kill()
-                    proc.wait(10)
+                    proc.wait()  # SIGKILL: it ends
                     proc = None
                 result = InvocationResult(
                     index, seq, None if error else 200, latency, error, None, cold, "", started_at

@@ -69,7 +69,7 @@ class Budget:
 BUDGETS = {
     "full": Budget(
         "full", 3000, 10, 200, 20, 8, 30, 8.0, (1, 8), 3000, 3000,
-        ("--levels", "4,10,20", "--invocations", "10", "--limit", "10"),
+        ("--levels", "1,4,10,20", "--invocations", "10", "--limit", "10"),
     ),
     "quick": Budget(
         "quick", 600, 4, 50, 6, 3, 8, 3.0, (1, 8), 600, 600,
