@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,6 +128,12 @@ def run_proxy_burst(
                 log_path=log_path,
                 seed=3,
             )
+        if len(report.results) != containers * invocations:
+            # The simulator gives up quietly when containers cannot all start (an overloaded
+            # machine); a table of nothing must not look like a result.
+            raise RuntimeError(
+                f"only {len(report.results)} of {containers * invocations} invocations ran"
+            )
         created = [json.loads(r.body)["email"] for r in report.results if r.status == 200]
         return ProxyBurstOutcome(
             variant,
@@ -150,6 +157,7 @@ def run_proxy_burst(
 def markdown(outcomes: list[ProxyBurstOutcome], command: str, versions: str) -> str:
     """The benchmark section (between the markers) for ``docs/benchmarks.md``."""
     base = next((o for o in outcomes if o.variant == "direct"), outcomes[0])
+    load = os.getloadavg()[0]
 
     def ratio(value: float, baseline: float) -> str:
         return f"{value / baseline:.2f}x" if baseline > 0 else "n/a"
@@ -166,7 +174,8 @@ def markdown(outcomes: list[ProxyBurstOutcome], command: str, versions: str) -> 
         "`DB_MODE=proxy` through PgBouncer with `pool_mode = transaction` and `limit` server "
         "connections. success = answered without raising and without a 5xx; peak = most "
         "sessions of the role seen on the server (sampled every 10 ms). Ratios are against "
-        "*direct* in the same run. Machine: 2 shared cores; latencies are indicative.",
+        f"*direct* in the same run. Machine: 2 shared cores, load average {load:.0f} (1 min) "
+        "at the end of the run, so latencies are indicative; the success column is the point.",
         "",
         "| variant | containers | limit | invocations | success | peak sessions | p50 ms "
         "| p50 vs direct | p99 ms | p99 vs direct | wall s | wall vs direct |",

@@ -61,6 +61,17 @@ def existing_burst_section(path: Path) -> str:
     return BURST_PLACEHOLDER
 
 
+def kept_sections(path: Path) -> str:
+    """Sections other scripts write between their own markers (``bench/localrt.py``): kept."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start, end = "<!-- localrt:start -->", "<!-- localrt:end -->"
+    if start in text and end in text:
+        return "\n" + start + text.partition(start)[2].partition(end)[0] + end + "\n"
+    return ""
+
+
 def run_burst(budget: Budget, output: Path) -> str:
     """Run ``bench/burst.py`` (its own process and private server); a status line."""
     script = ROOT / "bench" / "burst.py"
@@ -258,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.perf_counter() - started,
         png.name if plotted else None,
     )
+    text += kept_sections(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     for section in sections.values():

@@ -1,14 +1,16 @@
 """Shared fixtures: one test body runs on SQLite, MariaDB and PostgreSQL (real servers).
 
 Backends come from ``PEEWEE_SERVERLESS_TEST_BACKENDS`` (default
-``sqlite,mariadb,postgres,pgbouncer,data-api-mysql,data-api-postgres``). A listed server that
-cannot be reached FAILS the run; leave it out of the list to opt out. ``pgbouncer`` is the
-PostgreSQL test database reached through a PgBouncer of this test run (transaction pooling,
-``DB_MODE=proxy``); ``data-api-mysql`` / ``data-api-postgres`` are Peewee over Aurora's Data API
-protocol, served by ``peewee_serverless.data_api.endpoint`` (started here, in a thread) on the same
-MariaDB / PostgreSQL servers. Those are ways to reach a server rather than engines, so only the
-example service's tests run on them (:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture
-does not.
+``sqlite,mariadb,postgres,pgbouncer,data-api-mysql,data-api-postgres,dynamodb``). A listed
+server that cannot be reached FAILS the run; leave it out of the list to opt out.
+``pgbouncer`` is the PostgreSQL test database reached through a PgBouncer of this test run
+(transaction pooling, ``DB_MODE=proxy``); ``data-api-mysql`` / ``data-api-postgres`` are Peewee
+over Aurora's Data API protocol, served by ``peewee_serverless.data_api.endpoint`` (started
+here, in a thread) on the same MariaDB / PostgreSQL servers. Those are ways to reach a server
+rather than engines, so only the example service's tests run on them
+(:data:`EXAMPLE_BACKENDS`), the generic ``backend`` fixture does not. ``dynamodb`` is the
+example's users store in DynamoDB (moto's server, started here): only the users routes' tests
+run on it (:data:`USERS_ROUTES_BACKENDS`).
 Each test run uses the database ``PEEWEE_SERVERLESS_TEST_DB`` (default ``peewee_serverless_test``)
 on the servers, created here if missing, and starts every test with no tables in it.
 """
@@ -41,10 +43,12 @@ ALL_BACKENDS = (
     "pgbouncer",
     "data-api-mysql",
     "data-api-postgres",
+    "dynamodb",
 )
 DATA_API_BACKENDS = ("data-api-mysql", "data-api-postgres")
-#: Ways to reach a server that only the example service's test body runs on.
-EXAMPLE_ONLY_BACKENDS = ("pgbouncer", *DATA_API_BACKENDS)
+#: Backends that only the example service's tests run on: ways to reach a server (pgbouncer,
+#: the Data API) and a users store that is not SQL at all (dynamodb: the users routes only).
+EXAMPLE_ONLY_BACKENDS = ("pgbouncer", *DATA_API_BACKENDS, "dynamodb")
 SELECTED = tuple(
     b.strip()
     for b in os.environ.get("PEEWEE_SERVERLESS_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
@@ -52,8 +56,10 @@ SELECTED = tuple(
 )
 #: What the ``backend`` fixture runs on: the engines themselves.
 GENERAL_BACKENDS = tuple(b for b in SELECTED if b not in EXAMPLE_ONLY_BACKENDS)
-#: What the example service's tests run on (``example_backend``).
-EXAMPLE_BACKENDS = SELECTED
+#: What the example service's tests run on (``example_backend``): its SQL backends.
+EXAMPLE_BACKENDS = tuple(b for b in SELECTED if b != "dynamodb")
+#: What the users routes' tests (tests/test_example_users.py) run on: every store.
+USERS_ROUTES_BACKENDS = SELECTED
 SERVER_BACKENDS = tuple(b for b in GENERAL_BACKENDS if b != "sqlite")
 DATA_API_CLUSTERS = {
     "mysql": "arn:aws:rds:us-east-1:123456789012:cluster:local-mysql",
@@ -107,6 +113,8 @@ class Backend:
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Run ``sql`` on a fresh admin connection and return all rows."""
+        if self.engine == "dynamodb":
+            raise RuntimeError("the dynamodb backend has no SQL (see UsersService.user_rows)")
         if self.engine == "sqlite":
             db = peewee.SqliteDatabase(self.env["DB_NAME"])
             with db:
@@ -325,8 +333,40 @@ def pgbouncer_proxy() -> Iterator[Any]:
     bouncer.stop()
 
 
-def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+@pytest.fixture(scope="session")
+def moto_dynamodb() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (a free port): the DynamoDB endpoint of this run."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def dynamodb_backend(endpoint: str, tmp: Path) -> Backend:
+    """The users service storing users in DynamoDB (moto's server), a fresh table per test."""
+    import uuid
+
+    env = {
+        "USERS_STORE": "dynamodb",
+        "USERS_TABLE": f"users-{uuid.uuid4().hex[:12]}",
+        "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any; nothing here can reach AWS
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        # The module-level SQL database of the example stays an unused, unconnected SQLite.
+        "DB_ENGINE": "sqlite",
+        "DB_NAME": str(tmp / "unused.sqlite3"),
+    }
+    return Backend("dynamodb", "dynamodb", env, tmp)
+
+
+def make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name = request.param
+    if name == "dynamodb":
+        return dynamodb_backend(request.getfixturevalue("moto_dynamodb"), tmp_path)
     proxy_env = None
     if name == "pgbouncer":
         proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)
@@ -342,7 +382,7 @@ def _make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Ba
 @pytest.fixture(params=GENERAL_BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Every engine selected for this run, each with an empty test database."""
-    b = _make_selected_backend(request, tmp_path)
+    b = make_selected_backend(request, tmp_path)
     yield b
     b.close()
 
@@ -350,7 +390,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture(params=EXAMPLE_BACKENDS)
 def example_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Every backend the example service runs on: the engines and the ways to reach them."""
-    b = _make_selected_backend(request, tmp_path)
+    b = make_selected_backend(request, tmp_path)
     yield b
     b.close()
 
@@ -392,16 +432,55 @@ class UsersService:
 
     def user_rows(self) -> list[tuple[Any, ...]]:
         """Every row of the users table, read through an independent connection."""
+        if self.backend.engine == "dynamodb":
+            return dynamodb_users(self.backend)
         return self.backend.query("SELECT id, name, email FROM users ORDER BY id")
 
 
-def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> UsersService:
-    """(Re)import the example with ``backend``'s environment, as a fresh Lambda container would."""
+def _dynamodb_client(backend: Backend) -> Any:
+    import boto3
+
+    env = backend.env
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def dynamodb_users(backend: Backend) -> list[tuple[Any, ...]]:
+    """(id, name, email) of every user item in the backend's table, by id (a full scan)."""
+    client = _dynamodb_client(backend)
+    rows: list[tuple[Any, ...]] = []
+    params: dict[str, Any] = {"TableName": backend.env["USERS_TABLE"], "ConsistentRead": True}
+    while True:
+        page = client.scan(**params)
+        rows += [
+            (int(i["id"]["N"]), i["name"]["S"], i["email"]["S"])
+            for i in page.get("Items", [])
+            if i["pk"]["S"] == "USERS"
+        ]
+        if "LastEvaluatedKey" not in page:
+            return sorted(rows)
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def load_users_service(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, *, prepare: bool = True
+) -> UsersService:
+    """(Re)import the example with ``backend``'s environment, as a fresh Lambda container would.
+
+    ``prepare``: migrate the schema (SQL) / create the table (DynamoDB) first.
+    """
     import importlib
 
     from peewee_serverless.migrate import run_migrations
 
     for key in ("DATABASE_URL", "DB_ENGINE", "DB_NAME", "DB_HOST", "DB_PORT", "DB_USER", "DB_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    for key in ("USERS_STORE", "USERS_TABLE"):
         monkeypatch.delenv(key, raising=False)
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)
@@ -409,6 +488,13 @@ def load_users_service(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Use
     # would do: reloading only some would leave the others bound to the previous database.
     for name in [m for m in sys.modules if m.startswith("examples.users.")]:
         del sys.modules[name]
+    if backend.engine == "dynamodb" or not prepare:
+        if backend.engine == "dynamodb" and prepare:
+            from examples.users.dynamodb_store import create_table
+
+            create_table(_dynamodb_client(backend), backend.env["USERS_TABLE"])
+        app = importlib.import_module("examples.users.app")
+        return UsersService(backend, app, app.db)
     app = importlib.import_module("examples.users.app")
     migrator_db = backend.make_db()
     run_migrations(migrator_db, EXAMPLE_MIGRATIONS)

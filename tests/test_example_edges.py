@@ -17,8 +17,10 @@ import pymysql
 import pytest
 
 from peewee_serverless.local.events import HttpRequest, build_event
+from peewee_serverless.migrate import run_migrations
 
 from .conftest import (
+    EXAMPLE_MIGRATIONS,
     MYSQL_ADMIN,
     SELECTED,
     TEST_DB,
@@ -86,9 +88,12 @@ def test_201_is_what_was_stored_and_replays_byte_for_byte(users_service: UsersSe
     assert status == 201 and again["body"] == first["body"]
 
 
-@pytest.fixture
-def utf8mb3_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UsersService]:
-    """The example on a MariaDB database created with the 3-byte ``utf8mb3`` character set."""
+@pytest.fixture(params=["migrated", "before_0003"])
+def utf8mb3_service(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[UsersService]:
+    """The example on a MariaDB database created with the 3-byte ``utf8mb3`` character set:
+    fully migrated, or deployed before its migration 0003 was run."""
     server_backend = make_backend("mariadb", tmp_path)
     name = f"{TEST_DB}_mb3"
     admin = pymysql.connect(autocommit=True, **MYSQL_ADMIN)
@@ -96,7 +101,14 @@ def utf8mb3_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb3 COLLATE utf8mb3_general_ci")
     server_backend.env["DB_NAME"] = name
-    service = load_users_service(server_backend, monkeypatch)  # runs every migration
+    if request.param == "before_0003":
+        db = server_backend.make_db()
+        run_migrations(db, EXAMPLE_MIGRATIONS, "up", "0002_idempotency")
+        db.close()
+        # load_users_service would apply every migration: this deployment has not run 0003.
+        monkeypatch.setattr("peewee_serverless.migrate.run_migrations", lambda *a, **k: [])
+    service = load_users_service(server_backend, monkeypatch)
+    service.migrated = request.param == "migrated"  # type: ignore[attr-defined]
     yield service
     service.db.close()
     with admin.cursor() as cur:
@@ -105,22 +117,32 @@ def utf8mb3_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 @pytest.mark.skipif("mariadb" not in SELECTED, reason="MariaDB is not selected for this run")
-def test_utf8mb3_database_stores_four_byte_characters(utf8mb3_service: UsersService) -> None:
+def test_utf8mb3_database_stores_four_byte_characters_or_refuses_with_422(
+    utf8mb3_service: UsersService,
+) -> None:
     payload = {"name": "Rocket \U0001f680", "email": "\U0001f680@example.com"}
     status, body, _ = post(utf8mb3_service, payload)
-    assert status == 201, body
-    assert (body["name"], body["email"]) == (payload["name"], payload["email"])
     db_name = utf8mb3_service.backend.env["DB_NAME"]
     conn = pymysql.connect(database=db_name, charset="utf8mb4", **MYSQL_ADMIN)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT name, email FROM users")
-            assert cur.fetchall() == ((payload["name"], payload["email"]),)
+            stored = cur.fetchall()
             cur.execute(
                 "SELECT collation_name FROM information_schema.columns"
                 " WHERE table_schema = %s AND table_name = 'users' AND column_name = 'email'",
                 (db_name,),
             )
-            assert cur.fetchone() == ("utf8mb4_bin",)
+            collation = cur.fetchone()
     finally:
         conn.close()
+    if utf8mb3_service.migrated:  # type: ignore[attr-defined]
+        assert status == 201, body
+        assert (body["name"], body["email"]) == (payload["name"], payload["email"])
+        assert stored == ((payload["name"], payload["email"]),)
+        assert collation == ("utf8mb4_bin",)
+    else:  # never a 500, never "????" stored: refused, naming the field, nothing written
+        assert status == 422, body
+        assert body["details"][0]["field"] in ("name", "email")
+        assert stored == ()
+        assert collation != ("utf8mb4_bin",)

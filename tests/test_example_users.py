@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,14 +16,29 @@ import pytest
 
 from peewee_serverless.testing import LambdaClient
 
-from .conftest import ROOT, Backend, UsersService, load_users_service
+from .conftest import (
+    ROOT,
+    USERS_ROUTES_BACKENDS,
+    Backend,
+    UsersService,
+    load_users_service,
+    make_selected_backend,
+)
 
 JSON = [("Content-Type", "application/json")]
 
 
+@pytest.fixture(params=USERS_ROUTES_BACKENDS)
+def example_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Here every store of the users routes: the SQL backends, PgBouncer and DynamoDB."""
+    b = make_selected_backend(request, tmp_path)
+    yield b
+    b.close()
+
+
 @pytest.fixture
 def backend(example_backend: Backend) -> Backend:
-    """Here ``backend`` is every backend of the example (PgBouncer included), not only engines."""
+    """Here ``backend`` is every backend of the users routes, not only the SQL engines."""
     return example_backend
 
 

@@ -110,6 +110,21 @@ def test_invoke_option_errors_are_one_line_exit_2(
     assert expected in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--port", "99999"), "--port must be 0..65535"),
+        (("--concurrency", "0", "--runtime", "ric"), "--concurrency must be at least 1"),
+        (("--idle-timeout", "-1", "--runtime", "ric"), "--idle-timeout must be positive"),
+        (("--max-body-bytes", "-5"), "--max-body-bytes must not be negative"),
+    ],
+)
+def test_serve_option_errors_are_one_line_exit_2(args: tuple[str, ...], expected: str) -> None:
+    done = run("serve", "tests.apps.echo:handler", *args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and expected in done.stderr
+
+
 def test_serve_container_options_need_containers() -> None:
     done = run("serve", "tests.apps.echo:handler", "--freeze", "--port", "0")
     assert done.returncode == 2
@@ -232,3 +247,45 @@ def test_a_source_tree_handler_finds_its_deployed_function(tmp_path: Path) -> No
     (tmp_path / "template.yaml").write_text(TEMPLATE.format(api="Api"))
     fn = read_template(str(tmp_path / "template.yaml"), "examples.fn.app.handler")
     assert (fn.logical_id, fn.event_version) == ("Fn", "v1")
+
+
+def test_sigterm_to_serve_ends_its_frozen_containers(tmp_path: Path) -> None:
+    import http.client
+    import os
+
+    app = (
+        "import os\n"
+        "def handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': str(os.getpid())}\n"
+    )
+    _zip(tmp_path / "f.zip", {"app.py": app})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peewee_serverless", "serve", "app.handler", "--zip", "f.zip",
+         "--freeze", "--port", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/")
+        pid = int(conn.getresponse().read())
+        conn.close()
+        os.kill(pid, 0)  # alive (frozen) while serve runs
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 128 + 15
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_invoke_runtime_ric_runs_a_source_folder_under_awslambdaric() -> None:
+    done = run("invoke", "tests.apps.echo:handler", "--runtime", "ric", "--event", "-", stdin="{}")
+    assert done.returncode == 0, done.stderr
+    body = json.loads(json.loads(done.stdout)["body"])
+    request_id = body["context"]["aws_request_id"]
+    assert f"REPORT RequestId: {request_id} [c1 cold" in done.stderr  # delivered by our API
+    assert 0 < body["context"]["remaining_ms"] <= 30_000

@@ -164,6 +164,8 @@ def handler(event, context):
     path = event.get("rawPath") or event.get("path")
     if path == "/slow":
         time.sleep(60)
+    if path == "/busy":
+        time.sleep(1)  # the workload: busy long enough for a second request to queue
     body = {"pid": os.getpid(), "remaining_ms": context.get_remaining_time_in_millis(),
             "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"], "path": path}
     return {"statusCode": 200, "body": json.dumps(body)}
@@ -358,6 +360,26 @@ def test_eight_concurrent_clients_get_eight_containers_and_connections(
     assert log.wait_for("retired after 4s idle")
 
 
+def test_with_the_queue_a_request_waits_for_the_busy_container(
+    serve: Serve, tmp_path: Path
+) -> None:
+    root = write_task(tmp_path / "task", PID_APP)
+    server, pool, log = serve(root, "app.handler", timeout=10.0)
+    results: list[tuple[int, Any]] = []
+    busy = threading.Thread(
+        target=lambda: results.append(request(server, "GET", "/busy")[:2]), daemon=True
+    )
+    busy.start()
+    _wait_until(lambda: pool.size == 1 and not pool._idle, 30, "the busy invocation to start")
+    status, second, _ = request(server, "GET", "/after")
+    busy.join(timeout=30)
+    assert status == 200
+    assert results and results[0][0] == 200
+    assert second["pid"] == results[0][1]["pid"]  # the same container, after it was free
+    assert pool.size == 1
+    assert log.wait_for("GET /after -> 200 [c1 warm")
+
+
 def test_queue_off_throttles_with_429_when_all_containers_are_busy(
     serve: Serve, tmp_path: Path
 ) -> None:
@@ -452,3 +474,46 @@ def test_serve_reload_restarts_containers_when_the_zip_changes(tmp_path: Path) -
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_serve_reload_of_a_source_folder_ignores_its_own_log_file(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "app.py").write_text(
+        "def handler(event, context):\n    return {'statusCode': 200, 'body': 'one'}\n"
+    )
+    log_path = tmp_path / "serve-log.txt"  # in the watched folder, written on every request
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peewee_serverless", "serve", "app.handler", "--reload",
+             "--port", "0"],
+            cwd=tmp_path, stdout=log, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        err = ""
+        while "reload: watching" not in err:
+            line = proc.stderr.readline()
+            assert line, "serve exited"
+            err += line
+        _wait_until(lambda: "http://127.0.0.1:" in log_path.read_text(), 30, "the ready line")
+        port = int(log_path.read_text().split("http://127.0.0.1:")[1].split()[0])
+
+        def body() -> bytes:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/")
+            data = conn.getresponse().read()
+            conn.close()
+            return data
+
+        assert body() == b"one"
+        (tmp_path / "app.py").write_text(
+            "def handler(event, context):\n    return {'statusCode': 200, 'body': 'two'}\n"
+        )
+        _wait_until(lambda: body() == b"two", 30, "the new code to be served")
+        body()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    restarts = log_path.read_text().count("restarting containers")
+    assert 1 <= restarts <= 2, log_path.read_text()[-2000:]  # not one per log line written

@@ -84,6 +84,7 @@ def test_empty_template_is_numbered(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["create", "x", "--auto", "no_such_module_here"], "cannot import 'no_such_module_here'"),
         (["create", "--dir", "m"], "NAME is required by `create`"),
         (["up", "extra"], "NAME is required by `create`"),
         (["up", "--auto", "models"], "--auto applies to `create` only"),

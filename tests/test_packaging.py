@@ -218,6 +218,7 @@ def run_zip(
     return run_task(task, report.handler, events, backend.env, clean_python, runtime, prelude)
 
 
+@pytest.mark.slow
 def test_flat_zip_answers_in_a_clean_venv(
     flat_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -227,6 +228,7 @@ def test_flat_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["slug"] == "hello-world"  # its own requirement ran
 
 
+@pytest.mark.slow
 def test_package_zip_answers_in_a_clean_venv(
     package_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -236,6 +238,7 @@ def test_package_zip_answers_in_a_clean_venv(
     assert json.loads(answers[2]["body"])["code"] == "ORD-HELLO WORLD"
 
 
+@pytest.mark.slow
 def test_example_zip_answers_in_a_clean_venv(
     example_zip: PackageReport, backend: Backend, clean_python: Path, lambda_runtime: Path,
     tmp_path: Path,
@@ -375,3 +378,87 @@ def test_bad_arguments_fail_before_pip(tmp_path: Path) -> None:
     with pytest.raises(PackagingError, match="does not exist"):
         build_package(tmp_path / "nope", tmp_path / "f.zip")
     assert not (tmp_path / "f.zip").exists()
+
+
+def test_cross_build_needs_no_check(wheels: Path, tmp_path: Path) -> None:
+    other = "arm64" if ARCH == "x86_64" else "x86_64"
+    folder = write_function(tmp_path / "notes", FLAT)  # pure-Python wheels only (SQLite)
+    options = offline(wheels) | {"architecture": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"Linux {other} zip .*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
+    assert not (tmp_path / "f.zip").exists()
+    report = build_package(folder, tmp_path / "f.zip", check=False, **options)
+    assert not report.checked and "import check: skipped" in report.format()
+    assert {"app.py", "slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))
+
+
+def test_other_python_without_its_interpreter_is_refused(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no python3.X to be found
+    folder = write_function(tmp_path / "notes", FLAT)
+    other = "3.12" if PYTHON != "3.12" else "3.11"
+    options = offline(wheels) | {"python_version": other, "engine": "sqlite"}
+    with pytest.raises(PackagingError, match=rf"no python{other} on PATH.*--no-check"):
+        build_package(folder, tmp_path / "f.zip", **options)
+
+
+def test_verbose_lists_what_was_left_out(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    canary = "canary-0b7d"
+    junk = {"secrets.json": f'{{"k": "{canary}"}}', "debug.log": canary, ".env": canary}
+    folder = write_function(tmp_path / "notes", {**FLAT, **junk})
+    (folder / "venv").mkdir()
+    (folder / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", "-v"], wheels) == 0
+    printed = capsys.readouterr().out
+    for line in (
+        "skipped secrets.json  (built-in rule)",
+        "skipped debug.log  (built-in rule)",
+        "skipped .env  (built-in rule)",
+        "skipped venv/  (virtualenv)",
+        "import check: passed",
+    ):
+        assert line in printed, printed
+    with zipfile.ZipFile(out) as zf:
+        assert not any(canary.encode() in zf.read(n) for n in zf.namelist())
+
+
+def test_hashed_lock_file(wheels: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    def pin(prefix: str) -> str:
+        (wheel,) = wheels.glob(f"{prefix}-*.whl")
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        return f"{name}=={version} \\\n    --hash=sha256:{digest}\n"
+
+    lock = "".join(pin(p) for p in ("python_slugify", "text_unidecode"))
+    folder = write_function(tmp_path / "notes", {**FLAT, "requirements.txt": lock})
+    # The library's own dependency (Peewee) is not in the lock: pip's hash mode refuses it.
+    with pytest.raises(PackagingError, match=r"pin hashes .* put peewee-serverless"):
+        build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
+    (folder / "requirements.txt").write_text(lock + pin("peewee"))
+    report = build_package(folder, tmp_path / "f.zip", engine="sqlite", **offline(wheels))
+    assert {"slugify/__init__.py", "peewee.py"} <= set(names(report.zip_path))
+
+
+def test_runtime_stand_in_without_a_local_boto3_is_installed_once(
+    wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peewee_serverless.packaging import check
+    from peewee_serverless.packaging.requirements import PipSource
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = PipSource(find_links=(str(wheels),), no_index=True)
+    runtime = check._installed_runtime(source)
+    assert (runtime / "boto3" / "__init__.py").is_file()
+    assert (runtime / "botocore" / "__init__.py").is_file()
+
+    def no_pip(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pip ran again")
+
+    monkeypatch.setattr(check.subprocess, "run", no_pip)
+    assert check._installed_runtime(source) == runtime  # cached

@@ -101,3 +101,52 @@ def test_package_folder_needs_an_identifier_name(tmp_path: Path) -> None:
     folder = write_function(tmp_path / "my-orders", PACKAGE)
     with pytest.raises(PackagingError, match="not a Python identifier"):
         scan_function(folder)
+
+
+def test_requirement_files_keep_options_and_take_out_the_library(tmp_path: Path) -> None:
+    from peewee_serverless.packaging.requirements import read_requirements
+
+    (tmp_path / "sub").mkdir()
+    own = tmp_path / "sub" / "requirements.txt"
+    own.write_text(
+        "# a lock file, pip-compile style\n"
+        "peewee-serverless[api,mysql]>=0.1  # the library: only its extras count\n"
+        "python-slugify==8.0.4 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+        "-r ../more.txt\n"
+    )
+    found = read_requirements([own])
+    assert found.library_extras == ("api", "mysql")
+    assert (
+        found.lines[0].startswith("python-slugify==8.0.4") and "--hash=sha256:bb" in found.lines[0]
+    )
+    assert found.lines[1] == f"-r {tmp_path / 'more.txt'}"  # relative to the file, made absolute
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a requirement!\n")
+    with pytest.raises(PackagingError, match=r"bad.txt:1: not a requirement"):
+        read_requirements([bad])
+
+
+def test_template_gives_the_function_environment_runtime_and_architecture(tmp_path: Path) -> None:
+    from peewee_serverless.packaging.template import engine_from_environment, read_template
+
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Parameters:\n  Engine:\n    Type: String\n    Default: postgresql\n"
+        "  Arch:\n    Type: String\n    Default: arm64\n"
+        "Globals:\n  Function:\n    Runtime: python3.12\n    Architectures: [!Ref Arch]\n"
+        "    Environment:\n      Variables:\n        DB_ENGINE: !Ref Engine\n"
+        "        DB_HOST: !GetAtt Db.Endpoint.Address\n"  # only CloudFormation knows: left out
+        "Resources:\n"
+        "  Other:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: other/\n"
+        "  Notes:\n    Type: AWS::Serverless::Function\n    Properties:\n      CodeUri: notes/\n"
+        "      Runtime: python3.11\n"
+        "      Environment:\n        Variables:\n          DB_NAME: notes\n"
+    )
+    found = read_template(template, tmp_path / "notes")
+    assert (found.name, found.runtime, found.architecture) == ("Notes", "python3.11", "arm64")
+    assert found.environment == {"DB_ENGINE": "postgresql", "DB_NAME": "notes"}
+    assert engine_from_environment(found.environment) == "postgres"
+    assert read_template(template, tmp_path / "elsewhere").name is None
+    assert engine_from_environment({"DATABASE_URL": "mysql+pool://u@h/db"}) == "mysql"
+    assert engine_from_environment({"DB_HOST": "db.example.com"}) == "mysql"
+    assert engine_from_environment({}) is None

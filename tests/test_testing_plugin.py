@@ -342,3 +342,44 @@ def test_client_answers_equal_serve_over_http(
         proc.terminate()
         proc.wait(timeout=30)
     assert statuses == [200, 201, 422, 400, 201, 415, 405, 404, 422, 200, 405]
+
+
+# -- the client and the event factory in-process (pure translation, no database) -------------
+def test_client_reports_a_crash_like_serve_or_raises() -> None:
+    from tests.apps import echo
+
+    with pytest.raises(RuntimeError, match="boom"):
+        LambdaClient(echo.raising).get("/")
+    answer = LambdaClient(echo.raising, raise_exceptions=False).get("/")
+    assert answer.status_code == 502
+    assert answer.json() == {"error": "handler_error", "message": "RuntimeError: boom from handler"}
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_client_headers_query_and_head(version: str) -> None:
+    from tests.apps import echo
+
+    client = LambdaClient(echo.handler, version=version, headers={"X-Default": "d"})
+    answer = client.post("/a%20b?x=1", query=[("y", "2"), ("y", "3")], json={"k": 1})
+    assert answer.headers["x-echo"] == answer.headers["X-ECHO"] == "yes"
+    if version == "v1":  # payload 2.0 has no multiValueHeaders: API Gateway drops them
+        assert answer.headers["X-Multi"] == "one, two"  # repeats joined, as HTTP allows
+        assert ("X-Multi", "one") in answer.header_list
+    else:
+        assert "X-Multi" not in answer.headers
+    event = answer.json()["event"]
+    assert event == client.last_event
+    query = event["queryStringParameters"]
+    assert query["x"] == "1" and query["y"] in ("3", "2,3")  # v1 keeps the last, v2 joins
+    headers = {k.lower(): v for k, v in event["headers"].items()}
+    assert headers["x-default"] == "d" and headers["content-type"] == "application/json"
+    assert json.loads(event["body"]) == {"k": 1}
+    head = client.head("/?status=204")
+    assert (head.status_code, head.body) == (204, b"")
+
+
+def test_make_event_rejects_ambiguous_bodies() -> None:
+    with pytest.raises(ValueError, match="json= or body="):
+        make_event("POST", "/", json={}, body="x")
+    with pytest.raises(ValueError, match="version"):
+        make_event(version="v3")

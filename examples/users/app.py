@@ -47,7 +47,7 @@ from peewee_serverless.http import (
 )
 
 from .models import EMAIL_MAX_LENGTH, db, normalize_email
-from .store import EmailTaken, store_from_env
+from .store import EmailTaken, ValueNotStorable, store_from_env
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "users"))
 
@@ -177,6 +177,14 @@ def create_user(
         return store.create_user(request)
     except EmailTaken:
         raise HTTPError(409, "conflict", "Email already exists") from None
+    except ValueNotStorable as exc:
+        # Refused by the database as given: the client's value, so a 4xx naming the field.
+        raise HTTPError(
+            422,
+            "validation_error",
+            "Request is invalid",
+            details=[{"field": exc.field, "message": str(exc), "type": "not_storable"}],
+        ) from None
     except IdempotencyValidationError:
         raise HTTPError(
             422,

@@ -10,10 +10,11 @@ which would make the retry answer "Email already exists" for the client's own us
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
-from peewee import IntegrityError
+from peewee import DataError, IntegrityError
 
 from peewee_serverless import ErrorKind, classify
 from peewee_serverless.config import int_setting
@@ -23,9 +24,15 @@ from peewee_serverless.idempotency import (
 )
 
 from .models import User, db
-from .store import EmailTaken
+from .store import EmailTaken, ValueNotStorable
 
 __all__ = ["SqlUsersStore", "idempotency_config", "idempotency_store"]
+
+# MySQL ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: "Incorrect string value: '\xF0\x9F...' for column
+# `db`.`users`.`name` at row 1" (strict mode; a utf8mb3 column meeting a 4-byte character).
+# The driver names the column only in the message text.
+_MYSQL_WRONG_VALUE = 1366
+_COLUMN = re.compile(r"for column [`'\w.]*?`?(\w+)`?'? at row")
 
 idempotency_store = PeeweePersistenceLayer(db)
 idempotency_config = IdempotencyConfig(
@@ -51,6 +58,13 @@ def _create_user_once(request: dict[str, Any]) -> dict[str, Any]:
         if classify(exc) is ErrorKind.UNIQUE_VIOLATION:
             # Raising rolls back and removes the claim: a retry answers 409 again, from the table.
             raise EmailTaken(body["email"]) from None
+        raise
+    except DataError as exc:
+        args = getattr(exc.__context__ or exc, "args", ())
+        if args and args[0] == _MYSQL_WRONG_VALUE:
+            found = _COLUMN.search(str(args[1]) if len(args) > 1 else "")
+            field = found.group(1) if found and found.group(1) in body else "body"
+            raise ValueNotStorable(field, "the database cannot store this text") from None
         raise
     # The answer is what the database holds (a column that silently altered a value would show
     # here, not be hidden behind an echo of the request).

@@ -8,7 +8,8 @@
      │    ├── ConnectionLimitReached   the server refused us for lack of connection slots
      │    ├── ConnectionLost           the connection died where a silent retry could lose or
      │    │                            duplicate work (inside a transaction, a write in flight)
-     │    └── ServerReadOnly           the server takes no writes (read-only, disk full)
+     │    ├── ServerReadOnly           the server takes no writes (read-only, disk full)
+     │    └── DeadlineExceeded         the invocation's time ran out while waiting
      ├── RequestInProgress             an idempotent call with the same key still runs
      │                                 elsewhere -> HTTP 409 + Retry-After (raised as
      │                                 ``idempotency.IdempotencyRequestInProgress``, which is
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionLimitReached",
     "ConnectionLost",
     "DatabaseUnavailable",
+    "DeadlineExceeded",
     "ErrorKind",
     "MigrationLockTimeout",
     "PackagingError",
@@ -111,6 +113,13 @@ class ServerReadOnly(DatabaseUnavailable):
 
     The connection that met it is dropped, so the next invocation connects afresh (after a
     failover: to the new writer behind the same DNS name). HTTP 503 with ``Retry-After``.
+    """
+
+
+class DeadlineExceeded(DatabaseUnavailable):
+    """The invocation's time ran out while waiting for the database (connect, statement, lock,
+    commit). Raised before Lambda's own timeout would kill the invocation, so the client gets a
+    503 with ``Retry-After`` instead of a gateway error; the connection that was cut is dropped.
     """
 
 
@@ -206,6 +215,11 @@ _PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
     ("terminating connection due to administrator command", ErrorKind.CONNECTION_DEAD),
     ("terminating connection due to idle-session timeout", ErrorKind.CONNECTION_DEAD),
     ("server closed the connection unexpectedly", ErrorKind.CONNECTION_LOST),
+    # libpq's socket errors (a reset, a send or receive that failed): at connect the server is
+    # unreachable (retried with back-off), during a statement its fate is unknown.
+    ("connection reset by peer", ErrorKind.CONNECTION_LOST),
+    ("could not receive data from server", ErrorKind.CONNECTION_LOST),
+    ("could not send data to server", ErrorKind.CONNECTION_LOST),
     ("too many clients already", ErrorKind.CONNECTION_LIMIT),
     ("too many connections for", ErrorKind.CONNECTION_LIMIT),  # role / database limits
     ("remaining connection slots are reserved", ErrorKind.CONNECTION_LIMIT),

@@ -263,14 +263,10 @@ def _pinned_session(db: Any) -> contextlib.AbstractContextManager[None]:
 
 
 def _session_id(db: Any) -> int | None:
-    """The server session holding the lock (None for SQLite, whose lock is a file)."""
-    if isinstance(db, MySQLDatabase):
-        sql = "SELECT CONNECTION_ID()"
-    elif isinstance(db, PostgresqlDatabase):
-        sql = "SELECT pg_backend_pid()"
-    else:
-        return None
-    return int(db.execute_sql(sql).fetchone()[0])
+    """The server session holding the lock: the database's connection-id hook (None for
+    SQLite, whose lock is a file, and for databases without the hook)."""
+    hook = getattr(db, "server_connection_id", None)
+    return hook() if hook is not None else None
 
 
 class _SessionGuardedRunner(Runner):
@@ -484,8 +480,12 @@ def _models_of(module_name: str) -> list[type[Model]]:
         sys.path.insert(0, os.getcwd())
     try:
         module = import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError("--auto", f"cannot import {module_name!r}: {exc}") from None
+    except PeeweeServerlessError:
+        raise  # its own one-line message (a bad DB_* setting read at import)
+    except Exception as exc:  # noqa: BLE001 - the user's module failed: one line, no traceback
+        raise ConfigurationError(
+            "--auto", f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
     models = [
         value
         for value in vars(module).values()
@@ -550,10 +550,10 @@ def create_migration(
 
 # -- command line --------------------------------------------------------------------------------
 def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``migrate [up|down|status] [--dir DIR] [--target NAME]`` on a subparser set."""
+    """Register ``migrate [up|down|status|create NAME] [--dir DIR] ...`` on a subparser set."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "migrate",
-        help="apply, revert or list migrations on the configured database",
+        help="apply, revert, list or create migrations",
         description=(
             "Run playhouse.migrations files against the database configured by DATABASE_URL or "
             "DB_* variables, under a lock that makes concurrent runs safe."

@@ -77,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     # What the function prints (its logs) goes to stderr, as Lambda sends it to CloudWatch and
     # not into the response: stdout carries only the response JSON, ready for a pipe.
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+        from .server import _exit_on_sigterm
+
+        _exit_on_sigterm(stack)
         try:
             event = read_event(args.event)
             launched = launch(args, stack, log=lambda line: print(line, file=sys.stderr))

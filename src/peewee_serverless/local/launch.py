@@ -191,6 +191,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     idle = getattr(args, "idle_timeout", None)
     if idle is not None and idle <= 0:
         raise LaunchError(f"--idle-timeout must be positive, got {idle:g}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise LaunchError(f"--port must be 0..65535, got {port}")
     max_body = getattr(args, "max_body_bytes", None)
     if max_body is not None and max_body < 0:
         raise LaunchError(f"--max-body-bytes must not be negative, got {max_body}")
@@ -310,16 +313,31 @@ def _reloader(
     watched = Path(args.zip).resolve() if args.zip else Path(os.getcwd())
     generation = [0]
 
+    python_files = watchfiles.PythonFilter()  # .py/.pyx/.pyd, outside .git, caches, venvs
+
     def changed(change: watchfiles.Change, path: str) -> bool:
         if args.zip:
             return Path(path) == watched
-        return path.endswith((".py", ".json", ".yaml", ".yml", ".txt", ".env"))
+        # Python sources only: a log file written into the folder must not restart anything.
+        return bool(python_files(change, path))
+
+    watching = threading.Event()
 
     def watch() -> None:
         target = watched.parent if args.zip else watched
+        # yield_on_timeout: the first (empty) yield tells that the watcher is in place, so
+        # "watching" is only said once a change can no longer be missed.
         for changes in watchfiles.watch(
-            target, watch_filter=changed, stop_event=stop, raise_interrupt=False
+            target,
+            watch_filter=changed,
+            stop_event=stop,
+            raise_interrupt=False,
+            yield_on_timeout=True,
+            rust_timeout=200,
         ):
+            watching.set()
+            if not changes:
+                continue
             if args.zip:
                 generation[0] += 1
                 try:
@@ -334,6 +352,7 @@ def _reloader(
 
     def on_ready(server: Any) -> None:
         threading.Thread(target=watch, name="reload-watcher", daemon=True).start()
+        watching.wait(10)
         print(f"reload: watching {watched}", file=sys.stderr, flush=True)
 
     return on_ready

@@ -301,7 +301,7 @@ class ContainerPool:
         except BaseException:
             with self._cond:
                 self._count -= 1
-                self._cond.notify()
+                self._cond.notify_all()  # waiters and the reaper share the condition
             raise
         container.generation = self.generation
         with self._cond:
@@ -313,7 +313,7 @@ class ContainerPool:
         if container in self._containers:
             self._containers.discard(container)
             self._count -= 1
-        self._cond.notify()
+        self._cond.notify_all()  # waiters and the reaper share the condition
 
     def _release(self, container: Container) -> None:
         retire = False
@@ -325,7 +325,7 @@ class ContainerPool:
                 if self.freeze:
                     container.freeze()
                 self._idle.append(container)
-                self._cond.notify()
+                self._cond.notify_all()  # waiters and the reaper share the condition
         if retire:
             container.kill()
 

@@ -27,6 +27,7 @@ import json
 import socket
 import socketserver
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -327,11 +328,24 @@ def serve(
         server.server_close()
 
 
+def _exit_on_sigterm(stack: contextlib.ExitStack) -> None:
+    """SIGTERM ends the command like Ctrl-C: containers are killed, not left orphaned (frozen)."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop)
+        stack.callback(signal.signal, signal.SIGTERM, previous)
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CommandError
     from .launch import LaunchError, launch
 
     with contextlib.ExitStack() as stack:
+        _exit_on_sigterm(stack)
         try:
             launched = launch(args, stack, log=_stdout)
         except (LaunchError, TargetError) as exc:

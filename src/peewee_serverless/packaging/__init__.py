@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ from .check import check_zip
 from .requirements import (
     ARCHITECTURES,
     DISTRIBUTION,
+    FunctionRequirements,
     PipSource,
     download_wheels,
     install,
@@ -91,6 +93,10 @@ PRUNED_SUFFIXES = (".pyc", ".pyo")
 
 def _requirement_name(requirement: str) -> str:
     return _normalise(re.split(r"[\s<>=!~\[;(@]", requirement.strip(), maxsplit=1)[0])
+
+
+def _normalised(requirements: FunctionRequirements) -> set[str]:
+    return {_normalise(n) for n in requirements.names}
 
 
 def _normalise(name: str) -> str:
@@ -173,6 +179,19 @@ def _copy_function(source: FunctionSource, staging: Path) -> None:
         shutil.copyfile(item.path, destination)
 
 
+#: What the `package` command itself needs (the `package` extra), by import name.
+TOOLS = {"pathspec": "pathspec", "packaging": "packaging", "yaml": "PyYAML"}
+
+
+def _require_tools() -> None:
+    missing = [dist for module, dist in TOOLS.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise PackagingError(
+            f"the package command needs the `package` extra ({', '.join(missing)} missing): "
+            'pip install "peewee-serverless[package]"'
+        )
+
+
 def _own_requirements(source: FunctionSource) -> Path | None:
     """The function's requirements.txt: in its folder, else (a package) in the folder SAM builds.
 
@@ -214,7 +233,7 @@ def build_package(
     output_zip: str | os.PathLike[str] = "dist/function.zip",
     *,
     python_version: str | None = None,
-    architecture: str = "x86_64",
+    architecture: str | None = None,
     engine: str | None = None,
     extras: Iterable[str] | None = None,
     requirements: Sequence[str | os.PathLike[str]] = (),
@@ -229,13 +248,15 @@ def build_package(
 ) -> PackageReport:
     """Build the Lambda deployment zip for ``function_dir``; return its :class:`PackageReport`.
 
-    ``python_version`` defaults to the template's ``Runtime``, else this interpreter's.
+    ``python_version`` defaults to the template's ``Runtime``, else this interpreter's;
+    ``architecture`` to the template's ``Architectures``, else ``x86_64``.
     ``extras`` (library extras) default to what the function imports plus its engine's driver;
     given explicitly, they are used as they are (and a missing driver is refused).
     ``requirements`` are requirement files added to the folder's own ``requirements.txt``.
     ``template`` defaults to ``template.yaml`` in the current directory when there is one.
     ``check=False`` skips the import check (cross-builds). The other options go to pip.
     """
+    _require_tools()
     pip_source = PipSource(
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         find_links=tuple(os.fspath(p) for p in find_links),
@@ -252,6 +273,8 @@ def build_package(
             python_version = runtime.removeprefix("python")
         else:
             python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if architecture is None:
+        architecture = (tmpl.architecture if tmpl is not None else None) or "x86_64"
     from .requirements import platform_args
 
     platform_args(python_version, architecture)  # bad arguments fail before anything slow
@@ -288,6 +311,12 @@ def build_package(
     if not include_boto3:
         # The runtime has boto3 and its dependencies: not even resolved, so none of them ship.
         library = [r for r in library if _requirement_name(r) not in RUNTIME_PROVIDED]
+    if function_requirements.hashed:
+        # A lock file pins (and hashes) the library's dependencies itself: its pins stand in
+        # for the library's ranges, which pip's hash-checking mode would refuse unhashed.
+        library = [
+            r for r in library if _requirement_name(r) not in _normalised(function_requirements)
+        ]
     pip_lines = [*library, *function_requirements.lines]
 
     with tempfile.TemporaryDirectory(prefix="peewee-serverless-package-") as tmp:
@@ -353,7 +382,10 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
         "-o", "--output", default="dist/function.zip", help="zip to write (dist/function.zip)"
     )
     parser.add_argument(
-        "--arch", choices=tuple(ARCHITECTURES), default="x86_64", help="Lambda architecture"
+        "--arch",
+        choices=tuple(ARCHITECTURES),
+        default=None,
+        help="Lambda architecture (the template's Architectures, else x86_64)",
     )
     parser.add_argument(
         "--python",

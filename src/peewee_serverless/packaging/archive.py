@@ -109,6 +109,8 @@ class PackageReport:
             f"{self.zip_path}  (python{self.python_version}, {self.architecture}, "
             f"extras: {extras}, layout: {self.layout})",
             f"handler: {self.handler}",
+            "import check: "
+            + ("passed (the handler imports from the unpacked zip)" if self.checked else "skipped"),
         ]
         if verbose:
             lines += [f"skipped {path}  ({reason})" for path, reason in self.skipped]

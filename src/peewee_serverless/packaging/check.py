@@ -130,28 +130,45 @@ def _closure(names: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
     return list(seen.values())
 
 
+def _installed_runtime(source: PipSource) -> Path:
+    """boto3 installed once into the user's cache (this machine has none of its own)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = base / "peewee-serverless" / "import-check-runtime"
+    if (cache / "boto3" / "__init__.py").is_file():
+        return cache
+    partial = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(partial)),
+            *source.args(),
+            *RUNTIME_PACKAGES,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PackagingError(
+            "cannot install boto3 for the import check (the runtime's stand-in); "
+            "install boto3 here or build with --no-check"
+        )
+    shutil.rmtree(cache, ignore_errors=True)
+    partial.rename(cache)
+    return cache
+
+
 def runtime_stand_in(dest: Path, source: PipSource) -> Path:
-    """Fill ``dest`` with what Lambda's runtime provides (boto3 and its dependencies)."""
+    """A folder with what Lambda's runtime provides (boto3 and its dependencies).
+
+    This machine's own boto3 (pure Python) is linked into ``dest``; without one, boto3 is
+    installed once into ``~/.cache/peewee-serverless/import-check-runtime`` and that is used.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     try:
         dists = _closure(RUNTIME_PACKAGES)
     except importlib.metadata.PackageNotFoundError:
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(dest)),
-                *source.args(),
-                *RUNTIME_PACKAGES,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise PackagingError(
-                "cannot install boto3 for the import check (the runtime's stand-in); "
-                "install boto3 here or build with --no-check"
-            ) from None
-        return dest
+        return _installed_runtime(source)
     for dist in dists:
         base = Path(str(dist.locate_file("")))
         for name in _top_levels(dist):
@@ -162,7 +179,14 @@ def runtime_stand_in(dest: Path, source: PipSource) -> Path:
 
 
 def _environment(function_env: dict[str, str], engine: str | None, scratch: Path) -> dict[str, str]:
-    env = {k: v for k, v in function_env.items() if v != ""}
+    task = str(scratch / "task")
+    # Paths into the deployed code (DB_SSL_CA=/var/task/global-bundle.pem) point at the unpacked
+    # zip here, as /var/task is where Lambda unpacks it.
+    env = {
+        k: task + v[len("/var/task") :] if v == "/var/task" or v.startswith("/var/task/") else v
+        for k, v in function_env.items()
+        if v != ""
+    }
     for name in ("DB_SECRET_ARN", "DB_IAM_AUTH", "DATABASE_URL"):
         env.pop(name, None)  # the check reaches no AWS service and no database
     if engine in ("mysql", "postgres"):
@@ -186,7 +210,7 @@ def _environment(function_env: dict[str, str], engine: str | None, scratch: Path
         AWS_SECRET_ACCESS_KEY="import-check",
         AWS_LAMBDA_FUNCTION_NAME="import-check",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128",
-        LAMBDA_TASK_ROOT=str(scratch / "task"),
+        LAMBDA_TASK_ROOT=task,
     )
     return env
 

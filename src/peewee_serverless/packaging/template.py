@@ -3,7 +3,7 @@
 CloudFormation's short tags (``!Ref``, ``!If``, ``!Sub``...) are read as ``{"Fn::...": ...}``
 with PyYAML, as cfn-lint does; a ``!Ref`` to a parameter resolves to the parameter's default.
 Only what packaging needs is interpreted: ``Globals.Function`` and the function's own
-``Environment.Variables``, ``Runtime`` and ``CodeUri``.
+``Environment.Variables``, ``Runtime``, ``Architectures`` and ``CodeUri``.
 """
 
 from __future__ import annotations
@@ -13,20 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ENGINES
 from ..errors import PackagingError
 
 __all__ = ["ENGINE_EXTRAS", "TemplateFunction", "engine_from_environment", "read_template"]
 
 #: Engine -> the library extra carrying its driver (None: the standard library has it).
 ENGINE_EXTRAS: dict[str, str | None] = {"mysql": "mysql", "postgres": "postgres", "sqlite": None}
-
-_ENGINE_ALIASES = {
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "postgres": "postgres",
-    "postgresql": "postgres",
-    "sqlite": "sqlite",
-}
 
 
 @dataclass(frozen=True)
@@ -36,6 +29,7 @@ class TemplateFunction:
     path: Path
     environment: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
+    architecture: str | None = None
     name: str | None = None
 
 
@@ -78,6 +72,13 @@ def _environment(props: dict[str, Any], parameters: dict[str, Any]) -> dict[str,
     return out
 
 
+def _architecture(props: dict[str, Any], parameters: dict[str, Any]) -> str | None:
+    value = props.get("Architectures")
+    if isinstance(value, list) and value:
+        return _resolve(value[0], parameters)
+    return None
+
+
 def read_template(path: str | os.PathLike[str], function_folder: Path) -> TemplateFunction:
     """The template's view of the function whose ``CodeUri`` is ``function_folder``.
 
@@ -97,6 +98,7 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
     globals_ = ((document.get("Globals") or {}).get("Function")) or {}
     environment = _environment(globals_, parameters)
     runtime = _resolve(globals_.get("Runtime"), parameters)
+    architecture = _architecture(globals_, parameters)
     name = None
     folder = function_folder.resolve()
     for resource_name, resource in (document.get("Resources") or {}).items():
@@ -110,9 +112,10 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
         if where in (folder, folder.parent):
             environment = {**environment, **_environment(props, parameters)}
             runtime = _resolve(props.get("Runtime"), parameters) or runtime
+            architecture = _architecture(props, parameters) or architecture
             name = str(resource_name)
             break
-    return TemplateFunction(template_path, environment, runtime, name)
+    return TemplateFunction(template_path, environment, runtime, architecture, name)
 
 
 def engine_from_environment(environment: dict[str, str]) -> str | None:
@@ -120,13 +123,10 @@ def engine_from_environment(environment: dict[str, str]) -> str | None:
     url = environment.get("DATABASE_URL", "")
     if url:
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-        for alias, engine in _ENGINE_ALIASES.items():
-            if scheme.startswith(alias):
-                return engine
-        return None
+        return ENGINES.get(scheme)
     engine = environment.get("DB_ENGINE", "").strip().lower()
     if engine:
-        return _ENGINE_ALIASES.get(engine)
+        return ENGINES.get(engine)
     if environment.get("DB_HOST"):
         return "mysql"  # config's rule: a host without an engine is MySQL
     return None
