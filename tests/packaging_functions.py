@@ -212,3 +212,22 @@ def example_events(example: Path) -> list[dict[str, Any]]:
     get = json.loads((events / "get_user_v2.json").read_text())
     get["rawPath"] = get["requestContext"]["http"]["path"] = "/users/$ID"
     return [create, duplicate, get]
+
+
+def source_tree(root: Path, dest: Path) -> Path:
+    """A copy of what building the distribution reads (pyproject, README, LICENSE, src).
+
+    Building from a copy keeps setuptools' ``build/`` and ``*.egg-info`` out of the checkout,
+    and stale files of an earlier build out of the wheel.
+    """
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy2(root / name, dest / name)
+    shutil.copytree(
+        root / "src",
+        dest / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
+    return dest

@@ -12,6 +12,7 @@ import base64
 import datetime
 import decimal
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,19 @@ def test_json_values_round_trip(api: tuple[Backend, Any], api_db: Any) -> None:
     # PostgreSQL answers json decoded (as psycopg2 does), MySQL as text (as PyMySQL does).
     assert (json.loads(read) if isinstance(read, str) else read) == doc
     assert rows[1][0] is None
+
+
+def test_postgres_types_strings_as_aurora_does(api: tuple[Backend, Any], api_db: Any) -> None:
+    """A string without typeHint is a varchar on Aurora PostgreSQL: not a date (MySQL coerces)."""
+    backend, _ = api
+    api_db.execute_sql("CREATE TABLE days (day DATE)")
+    if backend.engine == "postgres":
+        with pytest.raises(peewee.ProgrammingError, match="SQLState: 42804"):
+            api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", ("2020-01-02",))
+    else:
+        api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", ("2020-01-02",))
+    api_db.execute_sql("INSERT INTO days (day) VALUES (%s)", (datetime.date(2020, 1, 3),))
+    assert backend.query("SELECT MAX(day) FROM days") == [(datetime.date(2020, 1, 3),)]
 
 
 def test_uuid_and_result_formats(api: tuple[Backend, Any], api_db: Any) -> None:
@@ -306,6 +320,7 @@ def test_past_the_deadline_the_example_answers_503_with_retry_after(
 
     backend, endpoint = api
     service = load_users_service(backend, monkeypatch)
+    deadlines = _record_deadlines(service.db, monkeypatch)
     endpoint.inject("DatabaseResumingException", "resuming", times=None)
     context = LambdaContext(timeout=2.0)
     from peewee_serverless.local.events import HttpRequest, build_event
@@ -313,8 +328,11 @@ def test_past_the_deadline_the_example_answers_503_with_retry_after(
     payload = json.dumps({"name": "Ada", "email": "ada@example.com"}).encode()
     headers = [("Content-Type", "application/json")]
     event = build_event(HttpRequest.from_target("POST", "/users", headers, payload), "v1")
+    waits = _record_waits(monkeypatch)
     response = service.invoke(event, context)
-    assert context.get_remaining_time_in_millis() > 0  # answered before Lambda's deadline
+    # Retried, then given up: every call's connect + read timeouts ended by the deadline.
+    assert len(waits) >= 2 and len(deadlines) == 1
+    assert all(until <= deadlines[0] for until in waits)
     assert response["statusCode"] == 503
     assert int(response["multiValueHeaders"]["Retry-After"][0]) >= 1
     assert json.loads(response["body"])["error"] == "database_unavailable"
@@ -325,7 +343,41 @@ def test_past_the_deadline_the_example_answers_503_with_retry_after(
     service.db.close()
 
 
-def test_no_call_outlives_the_invocation(api: tuple[Backend, Any], api_db: Any) -> None:
+def _record_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """For each Data API call: the latest moment its client could still be waiting."""
+    from peewee_serverless.data_api import driver
+
+    untils: list[float] = []
+    original = driver.Connection._client_for_deadline
+
+    def recording(self: Any) -> Any:
+        started = time.monotonic()
+        client = original(self)
+        config = client.meta.config
+        untils.append(started + config.connect_timeout + config.read_timeout)
+        return client
+
+    monkeypatch.setattr(driver.Connection, "_client_for_deadline", recording)
+    return untils
+
+
+def _record_deadlines(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The deadlines the lifecycle gives ``db`` (one per invocation)."""
+    seen: list[float] = []
+    original = db.set_deadline
+
+    def recording(deadline: float | None) -> None:
+        if deadline is not None:
+            seen.append(deadline)
+        original(deadline)
+
+    monkeypatch.setattr(db, "set_deadline", recording)
+    return seen
+
+
+def test_no_call_outlives_the_invocation(
+    api: tuple[Backend, Any], api_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A statement slower than the time left is cut by the HTTP timeout, then 503, in time."""
     backend, _ = api
     slow = "SELECT SLEEP(3)" if backend.engine == "mysql" else "SELECT pg_sleep(3)"
@@ -335,10 +387,14 @@ def test_no_call_outlives_the_invocation(api: tuple[Backend, Any], api_db: Any) 
     def handler(event: Any, context: Any) -> Any:
         return api_db.execute_sql(slow).fetchall()
 
-    context = LambdaContext(timeout=1.5)
+    deadlines = _record_deadlines(api_db, monkeypatch)
+    waits = _record_waits(monkeypatch)
     with pytest.raises(DatabaseUnavailable):
-        handler({}, context)
-    assert context.get_remaining_time_in_millis() > 0
+        handler({}, LambdaContext(timeout=2.0))
+    # The slow call waited at most the time left: its answer was due by the deadline.
+    assert waits and len(deadlines) == 1
+    assert all(until <= deadlines[0] for until in waits)
+    monkeypatch.undo()
     # With time enough the same database answers (a fresh invocation, no deadline issue).
     assert handler({}, LambdaContext(timeout=30)) is not None
 

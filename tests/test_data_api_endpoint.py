@@ -122,6 +122,8 @@ def test_format_placeholders_become_named_outside_quotes() -> None:
 def test_named_placeholders_become_pyformat_and_casts_survive() -> None:
     sql = named_to_pyformat("SELECT :p1::int, ':p1', x::text, 5 % 2, :other", {"p1"})
     assert sql == "SELECT %(p1)s::int, ':p1', x::text, 5 %% 2, :other"
+    cast = named_to_pyformat("WHERE a = :p1 AND b = :p2", {"p1", "p2"}, {"p2": "varchar"})
+    assert cast == "WHERE a = %(p1)s AND b = %(p2)s::varchar"
 
 
 @pytest.mark.parametrize(
@@ -205,16 +207,17 @@ def test_cli_errors_are_one_line_exit_2(args: list[str], fragment: str) -> None:
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in out.stderr
 
 
-def test_cli_serves_the_protocol(data_api_endpoint: Any) -> None:
-    """`peewee-serverless data-api serve` in a real process, answering boto3 (the fixture: keys)."""
-    if not {"mariadb", "data-api-mysql"} & set(SELECTED):  # it talks to the MariaDB test server
-        pytest.skip("MariaDB left out by PEEWEE_SERVERLESS_TEST_BACKENDS")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cli_serves_the_protocol(data_api_endpoint: Any, engine: str) -> None:
+    """`peewee-serverless data-api serve` in a real process answering boto3 (fixture: keys)."""
     import boto3
 
-    from .conftest import MYSQL_ADMIN
+    from .conftest import MYSQL_ADMIN, PG_ADMIN
 
-    cluster = DATA_API_CLUSTERS["mysql"]
-    target = f"mysql://{MYSQL_ADMIN['user']}@{MYSQL_ADMIN['host']}:{MYSQL_ADMIN['port']}/{TEST_DB}"
+    admin = MYSQL_ADMIN if engine == "mysql" else PG_ADMIN
+    scheme = "mysql" if engine == "mysql" else "postgresql"
+    cluster = DATA_API_CLUSTERS[engine]
+    target = f"{scheme}://{admin['user']}@{admin['host']}:{admin['port']}/{TEST_DB}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "peewee_serverless", "data-api", "serve", "--port", "0",
          "--cluster", f"{cluster}={target}"],

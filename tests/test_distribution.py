@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .packaging_functions import source_tree
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
@@ -25,8 +27,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    tree = source_tree(ROOT, tmp_path_factory.mktemp("src") / "checkout")
     subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(tree)],
         check=True,
         capture_output=True,
         timeout=600,

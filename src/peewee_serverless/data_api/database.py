@@ -170,6 +170,8 @@ class DataApiDatabaseMixin:
 
     # -- retry ------------------------------------------------------------------------------------
     def _retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, DatabaseUnavailable):
+            return False  # an inner retry (the version query at connect) already gave up
         err = _driver_error(exc)
         if err is None or err.error_kind is not ErrorKind.SERVER_UNAVAILABLE:
             return False
@@ -205,7 +207,9 @@ class DataApiDatabaseMixin:
             )
         except Exception as exc:
             err = _driver_error(exc)
-            if err is None or err.error_kind is not ErrorKind.SERVER_UNAVAILABLE:
+            if isinstance(exc, DatabaseUnavailable) or err is None:
+                raise
+            if err.error_kind is not ErrorKind.SERVER_UNAVAILABLE:
                 raise
             self.events.gave_up += 1
             emit_event(self, "give_up", retries=retried, reason=err.aws_code or "error")

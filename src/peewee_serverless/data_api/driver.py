@@ -476,24 +476,30 @@ class Connection:
         return args
 
     def _client_for_deadline(self) -> Any:
-        """The client whose timeouts end by :attr:`deadline` (the configured one if they do)."""
+        """The client whose connect + read timeouts end by :attr:`deadline`.
+
+        The configured client when they do anyway; else one whose connect timeout is at most
+        half a second (a Data API endpoint answers a connect in milliseconds) and whose read
+        timeout is the rest of the time left, rounded down to half seconds (few clients).
+        """
         if self.deadline is None or self._injected:
             return self.client  # a client given by the caller keeps its own timeouts
         remaining = self.deadline - time.monotonic()
         connect_timeout, read_timeout = self._timeouts
-        if remaining >= read_timeout:
+        if remaining >= connect_timeout + read_timeout:
             return self.client
-        if remaining < _TIMEOUT_STEP:
+        if remaining < 2 * _TIMEOUT_STEP:
             raise OperationalError(
                 "no time left before the invocation's deadline for a Data API call",
                 kind=ErrorKind.SERVER_UNAVAILABLE,
                 executed=False,
             )
         bounded = _TIMEOUT_STEP * int(remaining / _TIMEOUT_STEP)
+        connect = min(connect_timeout, _TIMEOUT_STEP)
         return make_client(
             region_of(self.resource_arn),
-            min(connect_timeout, bounded),
-            bounded,
+            connect,
+            bounded - connect,
             endpoint_url=self._endpoint_url,
         )
 
@@ -501,7 +507,7 @@ class Connection:
         """One Data API call, AWS errors translated to this module's.
 
         With a :attr:`deadline`, the call's HTTP timeouts end by it (a client with shorter
-        timeouts is used), and no call starts with less than half a second left.
+        timeouts is used), and no call starts with less than a second left.
         """
         if self.closed:
             raise InterfaceError("connection is closed")

@@ -21,8 +21,10 @@ SQL errors answer ``BadRequestException`` with the server's message in the Data 
 (MySQL: ``Database error code: 1062. Message: Duplicate entry ...``; PostgreSQL:
 ``ERROR: duplicate key value ...; SQLState: 23505``), an unreachable server answers
 ``BadRequestException`` "Communications link failure", an unknown ``transactionId``
-``TransactionNotFoundException``. Tests inject other AWS answers (throttling, a resuming
-cluster) with :meth:`DataApiEndpoint.inject`.
+``TransactionNotFoundException``. On PostgreSQL a ``stringValue`` parameter is cast to
+``varchar`` (``json`` / ``uuid`` with those type hints), as Aurora's JDBC ``setString`` types it,
+so a hint the driver forgot fails here as on AWS. Tests inject other AWS answers (throttling,
+a resuming cluster) with :meth:`DataApiEndpoint.inject`.
 
 It is a development and test tool: no authentication (requests are not signature-checked),
 no TLS, no 1 MiB result limit. It is not AWS; see the README for what was tested where.
@@ -38,6 +40,7 @@ import decimal
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -202,6 +205,17 @@ def _param_value(param: Mapping[str, Any]) -> Any:
     if "arrayValue" in value:
         raise ApiError("BadRequestException", "Array parameters are not supported.")
     raise ApiError("BadRequestException", f"Parameter {param.get('name')} has no value")
+
+
+def _pg_cast(param: Mapping[str, Any]) -> str | None:
+    """The type Aurora PostgreSQL gives a string parameter (the Data API's JDBC ``setString``).
+
+    A ``stringValue`` is a ``varchar`` unless its ``typeHint`` says otherwise, so, as on AWS,
+    a string sent for a ``date`` or ``uuid`` column without a hint is an error here too.
+    """
+    if "stringValue" not in (param.get("value") or {}):
+        return None
+    return {"JSON": "json", "UUID": "uuid", None: "varchar"}.get(param.get("typeHint"))
 
 
 def _field(value: Any) -> dict[str, Any]:
@@ -479,21 +493,25 @@ class DataApiService:
         self._give_back(arn, database, conn)
         return result
 
-    @staticmethod
-    def _statement(body: Mapping[str, Any], params: Any) -> tuple[str, dict[str, Any] | None]:
+    def _statement(self, body: Mapping[str, Any], params: Any) -> tuple[str, dict[str, Any] | None]:
+        engine = self._target(body).engine
         if not isinstance(params, list):
             raise ApiError("BadRequestException", "parameters must be a list")
         values = {}
+        casts = {}
         for p in params:
             if not isinstance(p, Mapping) or not isinstance(p.get("name"), str):
                 raise ApiError("BadRequestException", "every parameter needs a name")
             values[p["name"]] = _param_value(p)
+            cast = _pg_cast(p) if engine == "postgres" else None
+            if cast:
+                casts[p["name"]] = cast
         sql = body.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise ApiError("BadRequestException", "sql is required")
         if not values:
             return sql, None
-        return named_to_pyformat(sql, values), values
+        return named_to_pyformat(sql, values, casts), values
 
     def _op_ExecuteStatement(self, body: Mapping[str, Any]) -> dict[str, Any]:  # noqa: N802
         sql, values = self._statement(body, body.get("parameters") or [])
@@ -568,6 +586,12 @@ def _close_quietly(conn: Any) -> None:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body are two writes: without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACK would add ~40 ms to every call.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("%s %s", self.address_string(), format % args)

@@ -9,7 +9,7 @@ quoted identifiers) so that a ``%s`` or ``:x`` inside quotes is left alone, and 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 __all__ = ["format_to_named", "named_to_pyformat"]
 
@@ -64,8 +64,13 @@ def format_to_named(sql: str, count: int) -> tuple[str, list[str]]:
     return rewritten, names
 
 
-def named_to_pyformat(sql: str, names: Collection[str]) -> str:
-    """``:name`` -> ``%(name)s`` for the parameters in ``names``; ``%`` -> ``%%`` elsewhere."""
+def named_to_pyformat(
+    sql: str, names: Collection[str], casts: Mapping[str, str] | None = None
+) -> str:
+    """``:name`` -> ``%(name)s`` for the parameters in ``names``; ``%`` -> ``%%`` elsewhere.
+
+    ``casts`` maps a parameter to a PostgreSQL type it is cast to (``%(name)s::varchar``).
+    """
 
     def on_char(text: str, i: int, out: list[str]) -> int:
         ch = text[i]
@@ -78,7 +83,8 @@ def named_to_pyformat(sql: str, names: Collection[str]) -> str:
                 end += 1
             name = text[i + 1 : end]
             if name and name in names:
-                out.append(f"%({name})s")
+                cast = (casts or {}).get(name)
+                out.append(f"%({name})s::{cast}" if cast else f"%({name})s")
                 return end
         out.append(ch)
         return i + 1
