@@ -462,3 +462,30 @@ def test_runtime_stand_in_without_a_local_boto3_is_installed_once(
 
     monkeypatch.setattr(check.subprocess, "run", no_pip)
     assert check._installed_runtime(source) == runtime  # cached
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "expected"),
+    [
+        (
+            {"main.py": "def handle(event, context):\n    return 1\n"},
+            [],
+            r"no module of .* defines a top-level `handler` and there is no app.py",
+        ),
+        (
+            {"app.py": "def handler(event, context):\n    return 1\n"},
+            ["--handler", "notes.app.handler"],  # the folder's name: not in a flat zip
+            r"the handler module notes.app is not in the zip",
+        ),
+    ],
+    ids=["no-handler-anywhere", "handler-not-in-the-layout"],
+)
+def test_handler_errors_name_the_handler(
+    files: dict[str, str], args: list[str], expected: str, wheels: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    folder = write_function(tmp_path / "notes", files)
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", *args], wheels) == 2
+    assert re.search(expected, capsys.readouterr().err)
+    assert not out.exists()

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigurationError
 from .options import CLOSE_POLICIES as CLOSE_POLICIES  # re-exported: lived here before
+from .options import ENGINES as ENGINES
 from .options import JITTERS as JITTERS
 from .options import LOG_INVOCATIONS as LOG_INVOCATIONS
 from .options import MODES as MODES
@@ -44,14 +45,6 @@ __all__ = [
     "settings_from_env",
 ]
 
-#: Accepted engine names (``DB_ENGINE`` values and URL schemes) -> canonical engine.
-ENGINES: dict[str, str] = {
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "postgres": "postgres",
-    "postgresql": "postgres",
-    "sqlite": "sqlite",
-}
 
 DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")

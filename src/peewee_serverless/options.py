@@ -17,6 +17,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "CLOSE_POLICIES",
+    "ENGINES",
     "JITTERS",
     "LOG_INVOCATIONS",
     "MODES",
@@ -24,6 +25,14 @@ __all__ = [
     "int_setting",
 ]
 
+#: Accepted engine names (``DB_ENGINE`` values and URL schemes) -> canonical engine.
+ENGINES: dict[str, str] = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "sqlite": "sqlite",
+}
 CLOSE_POLICIES = ("keep", "close")
 MODES = ("direct", "proxy", "data-api")
 LOG_INVOCATIONS = ("notable", "all", "off")

@@ -257,6 +257,8 @@ def build_package(
     ``check=False`` skips the import check (cross-builds). The other options go to pip.
     """
     _require_tools()
+    if handler is not None and "." not in handler.strip("."):
+        raise PackagingError(f"handler must look like module.function, got {handler!r}")
     pip_source = PipSource(
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         find_links=tuple(os.fspath(p) for p in find_links),
@@ -264,6 +266,11 @@ def build_package(
     )
     template_path = Path(template) if template is not None else _default_template()
     source = scan_function(function_dir, layout)
+    if handler is None and not source.handlers and not source.has_module("app"):
+        raise PackagingError(
+            f"no module of {function_dir} defines a top-level `handler` and there is no app.py; "
+            "pass --handler MODULE.FUNCTION"
+        )
     tmpl = None if template_path is None else read_template(template_path, source.folder)
     if template is None and tmpl is not None and tmpl.name is None:
         tmpl = None  # ./template.yaml describes other functions: its Globals are not ours

@@ -51,8 +51,8 @@ _CHECK = r"""
 import importlib, json, sys, traceback
 task, runtime, module_name, attr, driver = sys.argv[1:6]
 sys.path[:0] = [task, runtime]
-def fail(kind, message, where=None):
-    print(json.dumps({"ok": False, "kind": kind, "message": message, "where": where}))
+def fail(kind, message, where=None, name=None):
+    print(json.dumps({"ok": False, "kind": kind, "message": message, "where": where, "name": name}))
     sys.exit(0)
 def origin(exc):
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(task)]
@@ -62,7 +62,7 @@ def origin(exc):
 try:
     module = importlib.import_module(module_name)
 except ModuleNotFoundError as exc:
-    fail("missing", f"No module named {exc.name!r}", origin(exc))
+    fail("missing", f"No module named {exc.name!r}", origin(exc), exc.name)
 except BaseException as exc:
     fail("error", f"{type(exc).__name__}: {exc}", origin(exc))
 obj = module
@@ -266,6 +266,12 @@ def check_zip(
         raise PackagingError(
             f"import check: the {engine} driver {driver} is not in the zip ({result['message']}); "
             f"add --extra {engine} or --engine {engine}"
+        )
+    missing = result.get("name") or ""
+    if result["kind"] == "missing" and module_name.startswith(missing) and not result["where"]:
+        raise PackagingError(
+            f"import check: the handler module {module_name} is not in the zip; the handler "
+            "string names the module by its path in the zip (see the layout), or pass --handler"
         )
     if result["kind"] == "missing":
         raise PackagingError(
