@@ -19,11 +19,14 @@ from .database import (
     ServerlessSqliteDatabase,
 )
 from .errors import (
+    CommandError,
     ConfigurationError,
     ConnectionLimitReached,
     ConnectionLost,
     DatabaseUnavailable,
+    DeadlineExceeded,
     ErrorKind,
+    InvalidInput,
     MigrationLockTimeout,
     PackagingError,
     PeeweeServerlessError,
@@ -68,13 +71,16 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "CommandError",
     "ConfigurationError",
     "ConnectionEvents",
     "ConnectionLimitReached",
     "ConnectionLost",
     "DatabaseSettings",
     "DatabaseUnavailable",
+    "DeadlineExceeded",
     "ErrorKind",
+    "InvalidInput",
     "MigrationLockTimeout",
     "PackagingError",
     "PeeweeServerlessError",

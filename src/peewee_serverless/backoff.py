@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .config import JITTERS
 from .errors import ErrorKind, classify
+from .options import JITTERS
+from .stats import emit_event
 
 __all__ = [
     "JITTERS",
@@ -122,20 +123,6 @@ def retry_call(
             sleep(wait)
 
 
-def emit_event(db: Any, name: str, **fields: Any) -> None:
-    """Log a connection event (structured) and pass it to ``db.event_hooks`` callables.
-
-    A hook is ``hook(name, fields)``; one that raises is logged and ignored: metrics must never
-    break an invocation.
-    """
-    logger.info("database %s", name, extra={"db_event": {"event": name, **fields}})
-    for hook in getattr(db, "event_hooks", ()):
-        try:
-            hook(name, dict(fields))
-        except Exception:  # noqa: BLE001
-            logger.exception("event hook failed for %s", name)
-
-
 class ConnectRetryMixin:
     """Retries connecting with back-off; place it before ``ServerlessDatabaseMixin``.
 
@@ -173,12 +160,14 @@ class ConnectRetryMixin:
         if self._deadline is None or configured is None:
             return self._driver_connect()  # type: ignore[attr-defined]
         remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            from .errors import DeadlineExceeded
+
+            raise DeadlineExceeded("the invocation's time ran out before connecting")
         if remaining >= float(configured):
             return self._driver_connect()  # type: ignore[attr-defined]
-        # libpq takes whole seconds (and treats 1 as 2); PyMySQL takes a float.
-        bounded: float = max(0.05, remaining)
-        if isinstance(configured, int):
-            bounded = max(1, int(remaining))
+        # Per backend: PyMySQL takes a float; libpq whole seconds (never rounded up).
+        bounded = self.connect_timeout_within(remaining, configured)  # type: ignore[attr-defined]
         params["connect_timeout"] = bounded
         try:
             return self._driver_connect()  # type: ignore[attr-defined]

@@ -26,7 +26,6 @@ import logging
 import re
 import select
 import time
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
@@ -40,18 +39,20 @@ from peewee import (
 from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
-from .config import ServerlessOptions
 from .errors import (
     ConnectionLimitReached,
     ConnectionLost,
     DatabaseUnavailable,
+    DeadlineExceeded,
     ErrorKind,
     ServerReadOnly,
     classify,
     driver_error,
 )
-from .governor import GovernorMixin
+from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
+from .options import ServerlessOptions
 from .secrets import CredentialSource
+from .stats import ConnectionEvents
 
 __all__ = [
     "ConnectionEvents",
@@ -66,6 +67,8 @@ __all__ = [
 logger = logging.getLogger("peewee_serverless.database")
 
 _DEAD = (ErrorKind.CONNECTION_DEAD, ErrorKind.CONNECTION_LOST)
+#: How long cancelling a statement cut at the deadline may take (inside the answer's margin).
+CANCEL_SECONDS = 0.1
 _PQ_CONNECTION_OK = 0  # libpq's ConnStatusType CONNECTION_OK (psycopg2 exports no name for it)
 
 # -- which statements may run twice ------------------------------------------------------------
@@ -202,33 +205,6 @@ def _is_read_only(sql: str) -> bool:
     )
 
 
-@dataclass
-class ConnectionEvents:
-    """What happened to the connection during one invocation (reset by the lifecycle)."""
-
-    connects: int = 0
-    reused: int = 0
-    checks: int = 0
-    reconnects: int = 0
-    retries: int = 0
-    reaped: int = 0
-    yielded: int = 0
-    gave_up: int = 0
-    db_seconds: float = 0.0
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        # Called on every invocation: precomputed defaults, not dataclasses.fields() each time.
-        self.__dict__.update(_EVENT_DEFAULTS)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counters as a plain dict (for structured logs)."""
-        return {name: getattr(self, name) for name in _EVENT_DEFAULTS}
-
-
-_EVENT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ConnectionEvents)}
-
-
 class ServerlessDatabaseMixin:
     """Lazy, warm-reusing, freeze-checking, safely reconnecting connection handling.
 
@@ -264,6 +240,9 @@ class ServerlessDatabaseMixin:
         #: ``select.poll`` object watching the current connection's socket (None: nothing to
         #: watch). Registered once per connection: the check is one ``poll(0)`` system call.
         self._poller: Any = None
+        #: The server's id of the current session (for cancelling a statement cut at the
+        #: deadline), read from the driver at connect: no round trip.
+        self._session: int | None = None
         #: A connection idle this long is not used again (see ``retire_after_seconds``).
         self._retire_after = self.retire_after_seconds(self.options)
         #: Where user/password (and maybe host, port, name) come from at each connect.
@@ -283,6 +262,23 @@ class ServerlessDatabaseMixin:
     def _socket_fd(self, conn: Any) -> int | None:
         """The driver's socket (file descriptor) for the zero-timeout check; None: no socket."""
         return None
+
+    def _bound_waits(self, conn: Any, seconds: float | None) -> None:
+        """Make the driver's next waits on ``conn`` end within ``seconds`` (None: unbounded)."""
+
+    def _deadline_set(self, deadline: float | None) -> None:
+        """An invocation with ``deadline`` starts (None: it ended); backends prepare for it."""
+
+    def _session_of(self, conn: Any) -> int | None:
+        """The server's id for ``conn``'s session, known without a round trip (None: none)."""
+        return None
+
+    def _cancel_on_server(self, session: int, within: float) -> None:
+        """Stop what ``session`` is running, from a second connection, in ``within`` seconds."""
+
+    def connect_timeout_within(self, remaining: float, configured: float) -> float:
+        """The driver's connect timeout for an attempt with ``remaining`` seconds left."""
+        return max(0.001, min(float(configured), remaining))
 
     def _readable_but_alive(self, conn: Any) -> bool:
         """The idle socket has something to read: is the connection still usable?
@@ -310,6 +306,10 @@ class ServerlessDatabaseMixin:
         self._last_used = time.monotonic()
         self._state.broken = False
         self._watch(conn)
+        self._session = self._session_of(conn)
+        if self._deadline is not None:
+            # A connect made by a statement: that statement's waits are bounded too.
+            self._bound_waits(conn, self.time_left())
         return conn
 
     # -- the reaper and the connection's owner never fight ----------------------------------
@@ -404,8 +404,46 @@ class ServerlessDatabaseMixin:
         return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
 
     def set_deadline(self, deadline: float | None) -> None:
-        """Latest ``time.monotonic()`` by which connecting must give up (Lambda context)."""
+        """Latest ``time.monotonic()`` by which every database wait must end (see
+        :mod:`.deadline`); None: no deadline (no Lambda context, or the invocation ended)."""
         self._deadline = deadline
+        self._deadline_set(deadline)
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (None: no deadline; <= 0: it has passed)."""
+        deadline = self._deadline
+        return None if deadline is None else deadline - time.monotonic()
+
+    def _out_of_time(self, exc: BaseException | None = None) -> DeadlineExceeded:
+        """The connection whose wait was cut is unusable: drop it (or mark it, in a transaction,
+        so that the rollback sends nothing and ``finish`` drops it).
+
+        A statement cut while the server still works on it (a lock wait) would go on and
+        could commit after our 503: it is cancelled from a second connection first (KILL QUERY /
+        pg_cancel_backend, bounded by a tenth of a second; not behind a proxy, whose session
+        ids are not the server's). Where that fails its fate is unknown, as for ConnectionLost.
+        """
+        if exc is not None and self._session is not None and self.options.mode == "direct":
+            try:
+                self._cancel_on_server(self._session, CANCEL_SECONDS)
+            except Exception as failure:  # noqa: BLE001 - best effort, already out of time
+                logger.warning("could not cancel the cut statement: %s", type(failure).__name__)
+        if self.in_transaction():
+            self._state.broken = True
+        elif not self.is_closed():
+            self.discard_connection()
+        self.events.gave_up += 1
+        if isinstance(exc, DeadlineExceeded):
+            exc.retry_after = max(exc.retry_after, 1)
+            return exc
+        return DeadlineExceeded(
+            "the invocation's time ran out waiting for the database", retry_after=1
+        )
+
+    def _past_deadline(self) -> bool:
+        # A driver timeout set from the time left fires at the deadline, give or take a tick.
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() >= deadline - 0.01
 
     # -- per invocation --------------------------------------------------------------------------
     def prepare(self) -> str:
@@ -505,8 +543,17 @@ class ServerlessDatabaseMixin:
         if getattr(self._state, "broken", False):
             # The server rolled back when the connection died; nothing to send.
             return
+        if self._deadline is not None:
+            left = self.time_left()
+            if left is not None and left <= 0:
+                # No time to send it: dropping the connection rolls back on the server.
+                self._state.broken = True
+                return
+            self._bound_waits(self._state.conn, left)
         try:
             super().rollback(*args, **kwargs)  # type: ignore[misc]
+        except DeadlineExceeded:
+            self._state.broken = True  # the server rolls back when the connection goes
         except (OperationalError, InterfaceError) as exc:
             if classify(exc) not in _DEAD:
                 raise
@@ -531,8 +578,20 @@ class ServerlessDatabaseMixin:
     def commit(self, *args: Any, **kwargs: Any) -> None:
         if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
+        if self._deadline is not None:
+            left = self.time_left()
+            if left is not None and left <= 0:
+                raise self._out_of_time()
+            self._bound_waits(self._state.conn, left)
         try:
             super().commit(*args, **kwargs)  # type: ignore[misc]
+        except DeadlineExceeded as exc:
+            # Cut while COMMIT was on its way: the outcome is unknown, as for a lost connection.
+            self._state.broken = True
+            raise ConnectionLost(
+                "the invocation's time ran out during COMMIT; the outcome is unknown",
+                kind=ErrorKind.CONNECTION_LOST,
+            ) from exc
         except (DatabaseError, InterfaceError) as exc:
             kind = classify(exc)
             if kind is ErrorKind.SERVER_READ_ONLY:
@@ -559,6 +618,28 @@ class ServerlessDatabaseMixin:
     def _run_reconnecting(
         self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any
     ) -> Any:
+        if self._deadline is not None:
+            return self._run_bounded(func, *args, retry_safe=retry_safe, **kwargs)
+        return self._run_checked(func, *args, retry_safe=retry_safe, **kwargs)
+
+    def _run_bounded(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
+        """``_run_checked`` with every wait ending by the deadline (see :mod:`.deadline`)."""
+        left = self.time_left()
+        if left is not None and left <= 0:
+            raise self._out_of_time()
+        conn = self._state.conn
+        if conn is not None:
+            self._bound_waits(conn, left)
+        try:
+            return self._run_checked(func, *args, retry_safe=retry_safe, **kwargs)
+        except DeadlineExceeded as exc:
+            raise self._out_of_time(exc) from exc
+        except (ConnectionLost, DatabaseError, InterfaceError) as exc:
+            if self._past_deadline():  # our own timeout cut it, not the server
+                raise self._out_of_time(exc) from exc
+            raise
+
+    def _run_checked(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
         if self._poller is not None and not self._state.transactions:
             if not self.socket_alive():
                 # Proven dead before this statement was sent: nothing of it can have run.
@@ -613,7 +694,7 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
 
 
 class ServerlessMySQLDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
+    ConnectRetryMixin, MySQLGovernor, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
@@ -641,9 +722,16 @@ class ServerlessMySQLDatabase(
         return conn
 
     def _ping(self, conn: Any) -> bool:
-        # The check after a freeze must not hang on a server that stopped answering.
+        # The check after a freeze must not hang on a server that stopped answering: it waits
+        # DB_CONNECT_TIMEOUT at most, and never past the deadline.
         saved = conn._read_timeout
-        conn._read_timeout = self.connect_params.get("connect_timeout", saved)
+        bound = self.connect_params.get("connect_timeout", saved)
+        left = self.time_left()
+        if left is not None:
+            if left <= 0:
+                return False
+            bound = left if bound is None else min(bound, left)
+        conn._read_timeout = bound
         try:
             conn.ping(reconnect=False)
         except Exception:  # noqa: BLE001 - any failure means: replace it
@@ -651,6 +739,43 @@ class ServerlessMySQLDatabase(
         finally:
             conn._read_timeout = saved
         return True
+
+    def _bound_waits(self, conn: Any, seconds: float | None) -> None:
+        # PyMySQL applies these (its only per-statement knobs) to the socket before each read /
+        # write. Without a deadline the configured values (default: none) come back.
+        params = self.connect_params
+        if seconds is None:
+            conn._read_timeout = params.get("read_timeout")
+            conn._write_timeout = params.get("write_timeout")
+            return
+        seconds = max(seconds, 0.001)
+        read, write = params.get("read_timeout"), params.get("write_timeout")
+        conn._read_timeout = seconds if read is None else min(read, seconds)
+        conn._write_timeout = seconds if write is None else min(write, seconds)
+
+    def _deadline_set(self, deadline: float | None) -> None:
+        conn = self._state.conn
+        if deadline is None and conn is not None:
+            self._bound_waits(conn, None)
+
+    def connect_timeout_within(self, remaining: float, configured: float) -> float:
+        """The connect (and handshake) timeout for an attempt with ``remaining`` seconds left."""
+        return max(0.001, min(float(configured), remaining))
+
+    def _session_of(self, conn: Any) -> int | None:
+        return int(conn.thread_id())  # from the handshake
+
+    def _cancel_on_server(self, session: int, within: float) -> None:
+        from .tls import pymysql_connect
+
+        params = {**self.connect_params, "connect_timeout": within}
+        params.update(read_timeout=within, write_timeout=within)
+        killer = pymysql_connect(database=self.database, autocommit=True, **params)
+        try:
+            with killer.cursor() as cursor:
+                cursor.execute(f"KILL QUERY {int(session)}")  # own sessions need no privilege
+        finally:
+            killer.close()
 
     def begin(self, isolation_level: str | None = None) -> None:
         # InnoDB lists a transaction (information_schema.INNODB_TRX, what the reaper reads to
@@ -673,7 +798,7 @@ class ServerlessMySQLDatabase(
 
 
 class ServerlessPostgresqlDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, PostgresqlDatabase
+    ConnectRetryMixin, PostgresGovernor, ServerlessDatabaseMixin, PostgresqlDatabase
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
@@ -697,8 +822,73 @@ class ServerlessPostgresqlDatabase(
         fatal = any(n.startswith(("FATAL", "PANIC")) for n in notices[seen:] or notices[-1:])
         return not fatal and not conn.closed and conn.info.status == _PQ_CONNECTION_OK
 
+    _pg_bounded = False
+
     def _ping(self, conn: Any) -> bool:
+        # A SELECT 1, bounded by the deadline through the wait callback (see .deadline).
         return not self._adapter.is_connection_closed(conn)
+
+    def _deadline_set(self, deadline: float | None) -> None:
+        from .deadline import pg_bounded, pg_wait_for
+
+        if deadline is not None and not self._pg_bounded:
+            self._pg_bounded = pg_bounded(True)
+        elif deadline is None and self._pg_bounded:
+            self._pg_bounded = pg_bounded(False)
+        conn = self._state.conn
+        if conn is not None:
+            pg_wait_for(conn, deadline)
+
+    def _driver_connect(self) -> Any:
+        if self._deadline is None:
+            return super()._driver_connect()
+        from .deadline import pg_connecting, pg_wait_for
+
+        pg_connecting(self._deadline)
+        try:
+            conn = super()._driver_connect()
+        finally:
+            pg_connecting(None)
+        pg_wait_for(conn, self._deadline)
+        return conn
+
+    def _session_of(self, conn: Any) -> int | None:
+        return int(conn.get_backend_pid())  # from the connection start-up
+
+    def _cancel_on_server(self, session: int, within: float) -> None:
+        from .deadline import pg_bounded, pg_connecting, pg_wait_for
+
+        until = time.monotonic() + within
+        bounded = pg_bounded(True)  # so that the connect below ends in time
+        pg_connecting(until)
+        try:
+            canceller = self._adapter.connect(self, **self.connect_params)
+            pg_connecting(None)
+            try:
+                pg_wait_for(canceller, until)
+                canceller.autocommit = True
+                with canceller.cursor() as cursor:
+                    cursor.execute("SELECT pg_cancel_backend(%s)", (session,))
+            finally:
+                canceller.close()
+        finally:
+            pg_connecting(None)
+            if bounded:
+                pg_bounded(False)
+
+    def connect_timeout_within(self, remaining: float, configured: float) -> float:
+        """The connect timeout for an attempt with ``remaining`` seconds left.
+
+        With the wait callback installed the deadline ends the attempt anyway: libpq keeps the
+        configured value. Without it (the application installed its own callback) libpq's
+        whole seconds (at least 2) are rounded down, and an attempt that cannot fit is not made.
+        """
+        if self._pg_bounded:
+            return configured
+        whole = min(int(configured), int(remaining))
+        if whole < 2:
+            raise DeadlineExceeded("too little time left to connect to PostgreSQL")
+        return whole
 
     def _server_in_transaction(self, conn: Any) -> bool:
         try:

@@ -8,13 +8,20 @@
      │    ├── ConnectionLimitReached   the server refused us for lack of connection slots
      │    ├── ConnectionLost           the connection died where a silent retry could lose or
      │    │                            duplicate work (inside a transaction, a write in flight)
-     │    └── ServerReadOnly           the server takes no writes (read-only, disk full)
+     │    ├── ServerReadOnly           the server takes no writes (read-only, disk full)
+     │    └── DeadlineExceeded         the invocation's time ran out while waiting
      ├── RequestInProgress             an idempotent call with the same key still runs
      │                                 elsewhere -> HTTP 409 + Retry-After (raised as
      │                                 ``idempotency.IdempotencyRequestInProgress``, which is
      │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
      ├── MigrationLockTimeout          another migrator held the migration lock too long
-     └── PackagingError                a deployment zip could not be built (names the cause)
+     ├── PackagingError                a deployment zip could not be built (names the cause)
+     ├── CommandError                  a CLI command's user error: one line, exit 2
+     ├── InvalidInput                  malformed input to the local tools (also a ValueError):
+     │                                 TargetError, MalformedBody, FunctionError,
+     │                                 LaunchError, TemplateError, MalformedResponseError
+     ├── BodyTooLarge                  (local) a request body over the limit -> HTTP 413
+     └── HTTPError                     (http.py) an HTTP error answer: status, code, message
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -29,11 +36,14 @@ import enum
 import functools
 
 __all__ = [
+    "CommandError",
     "ConfigurationError",
     "ConnectionLimitReached",
     "ConnectionLost",
     "DatabaseUnavailable",
+    "DeadlineExceeded",
     "ErrorKind",
+    "InvalidInput",
     "MigrationLockTimeout",
     "PackagingError",
     "PeeweeServerlessError",
@@ -114,6 +124,13 @@ class ServerReadOnly(DatabaseUnavailable):
     """
 
 
+class DeadlineExceeded(DatabaseUnavailable):
+    """The invocation's time ran out while waiting for the database (connect, statement, lock,
+    commit). Raised before Lambda's own timeout would kill the invocation, so the client gets a
+    503 with ``Retry-After`` instead of a gateway error; the connection that was cut is dropped.
+    """
+
+
 class MigrationLockTimeout(PeeweeServerlessError):
     """Another migrator held the migration lock longer than the lock timeout.
 
@@ -130,6 +147,19 @@ class MigrationLockTimeout(PeeweeServerlessError):
 class PackagingError(PeeweeServerlessError):
     """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
     that must not ship, or a handler that does not import. The message names the cause."""
+
+
+class CommandError(PeeweeServerlessError):
+    """A user error a CLI command reports as one line on stderr, exiting with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class InvalidInput(PeeweeServerlessError, ValueError):
+    """Malformed input to the local tools (a handler target, an event, a template, a body, a
+    handler's response): the tool reports it (HTTP 4xx, or one CLI line) instead of crashing."""
 
 
 class ErrorKind(enum.Enum):
@@ -206,6 +236,11 @@ _PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
     ("terminating connection due to administrator command", ErrorKind.CONNECTION_DEAD),
     ("terminating connection due to idle-session timeout", ErrorKind.CONNECTION_DEAD),
     ("server closed the connection unexpectedly", ErrorKind.CONNECTION_LOST),
+    # libpq's socket errors (a reset, a send or receive that failed): at connect the server is
+    # unreachable (retried with back-off), during a statement its fate is unknown.
+    ("connection reset by peer", ErrorKind.CONNECTION_LOST),
+    ("could not receive data from server", ErrorKind.CONNECTION_LOST),
+    ("could not send data to server", ErrorKind.CONNECTION_LOST),
     ("too many clients already", ErrorKind.CONNECTION_LIMIT),
     ("too many connections for", ErrorKind.CONNECTION_LIMIT),  # role / database limits
     ("remaining connection slots are reserved", ErrorKind.CONNECTION_LIMIT),

@@ -54,17 +54,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peewee import MySQLDatabase, PostgresqlDatabase
+from .errors import classify, driver_error
+from .stats import emit_event
 
-from .backoff import emit_event
-from .errors import classify
-
-__all__ = ["GovernorMixin", "Usage", "zombie_timeout"]
+__all__ = ["GovernorMixin", "MySQLGovernor", "PostgresGovernor", "Usage", "zombie_timeout"]
 
 logger = logging.getLogger("peewee_serverless.governor")
 
 #: At most this many sessions are killed by one invocation (bounds the work at the end).
 MAX_REAP = 50
+#: Governance (a few statements) is skipped when less time than this is left in the invocation.
+GOVERN_MIN_SECONDS = 1.0
 
 _ER_NO_SUCH_THREAD = 1094
 _ER_SPECIFIC_ACCESS_DENIED = 1227
@@ -126,40 +126,20 @@ class GovernorMixin:
         def close(self) -> bool: ...
         def discard_connection(self) -> None: ...
 
+    # -- backend hooks (per-backend classes below; the base is an embedded database's) -------
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        """``(connections, limit, scope)`` for each limit that applies (None: no server)."""
+        return None
+
+    def _reap(self, idle_seconds: float) -> int:
+        """Kill this application's sessions idle ``idle_seconds`` or more; how many."""
+        return 0
+
     # -- reading usage -------------------------------------------------------------------------
     def connection_usage(self) -> Usage | None:
         """Ask the server for its connection usage now (None for an embedded database)."""
-        if isinstance(self, MySQLDatabase):
-            sql = (
-                "SELECT @@max_connections, @@max_user_connections, "
-                "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
-            )
-            max_conn, max_user, mine = self.execute_sql(sql).fetchone()
-            status = self.execute_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").fetchone()
-            candidates = [(int(status[1]), int(max_conn), "server")]
-            if int(max_user) > 0:
-                candidates.append((int(mine), int(max_user), "user"))
-        elif isinstance(self, PostgresqlDatabase):
-            # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
-            # roles' sessions; their database and role stay visible. A row with both is a
-            # client session (background processes have no role or no database), so it is
-            # counted too: an unprivileged application role sees everyone's slots.
-            sql = (
-                "SELECT"
-                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                "   OR (backend_type IS NULL AND datid IS NOT NULL AND usesysid IS NOT NULL)),"
-                " current_setting('max_connections')::int"
-                "   - current_setting('superuser_reserved_connections')::int,"
-                " (SELECT count(*) FROM pg_stat_activity"
-                "   WHERE usename = current_user AND backend_type = 'client backend'),"
-                " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)"
-            )
-            total, max_conn, mine, role_limit = self.execute_sql(sql).fetchone()
-            candidates = [(int(total), int(max_conn), "server")]
-            if role_limit is not None and int(role_limit) >= 0:
-                candidates.append((int(mine), int(role_limit), "role"))
-        else:
+        candidates = self._usage_candidates()
+        if not candidates:
             return None
         connections, limit, scope = _pick(candidates)
         return Usage(connections, limit, scope, time.monotonic())
@@ -180,13 +160,78 @@ class GovernorMixin:
     # -- reaping -------------------------------------------------------------------------------
     def reap_zombies(self, idle_seconds: float) -> int:
         """Kill this application's connections idle for ``idle_seconds`` or more; how many."""
-        if isinstance(self, MySQLDatabase):
-            return self._reap_mysql(idle_seconds)
-        if isinstance(self, PostgresqlDatabase):
-            return self._reap_postgres(idle_seconds)
-        return 0
+        return self._reap(idle_seconds)
 
-    def _reap_mysql(self, idle_seconds: float) -> int:
+    # -- yielding ------------------------------------------------------------------------------
+    def yield_connection(self) -> None:
+        """Close our own connection rather than keep a slot the server is short of."""
+        self.close()
+        self._usage = None  # our own slot is free now: read usage afresh next time
+        self.events.yielded += 1
+
+    # -- end of invocation ---------------------------------------------------------------------
+    def finish(self) -> bool:
+        """Roll back leftovers (see the base), then reap or yield when the server is short."""
+        leftover: bool = super().finish()  # type: ignore[misc]
+        try:
+            self.govern()
+        except Exception as exc:  # noqa: BLE001 - helping others must never fail an invocation
+            logger.warning("connection governance skipped: %s", classify(exc).value)
+            if not self.is_closed():
+                self.discard_connection()
+        return leftover
+
+    def govern(self) -> None:
+        """Check usage and reap zombies or yield our connection (no-op behind a proxy)."""
+        opts = self.options
+        if opts.mode == "proxy":
+            return
+        state = self._state
+        if state.closed or getattr(state, "broken", False) or state.transactions:
+            return
+        left = self.time_left()  # type: ignore[attr-defined]
+        if left is not None and left < GOVERN_MIN_SECONDS:
+            return  # helping others never costs our answer its deadline
+        usage = self._current_usage()
+        if usage is None or usage.ratio <= opts.usage_threshold:
+            return
+        timeout = zombie_timeout(
+            usage.ratio, opts.usage_threshold, opts.zombie_min_seconds, opts.zombie_max_seconds
+        )
+        reaped = self.reap_zombies(timeout)
+        fields = {
+            "connections": usage.connections,
+            "limit": usage.limit,
+            "scope": usage.scope,
+            "idle_timeout_s": round(timeout, 1),
+        }
+        if reaped:
+            self.events.reaped += reaped
+            self._usage = None
+            emit_event(self, "reap", reaped=reaped, **fields)
+        else:
+            self.yield_connection()
+            emit_event(self, "yield", **fields)
+
+
+class MySQLGovernor(GovernorMixin):
+    """MySQL / MariaDB: usage from ``Threads_connected`` and the user's limit; reaping by
+    ``KILL CONNECTION`` of idle sessions of the same user and database."""
+
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        sql = (
+            "SELECT @@max_connections, @@max_user_connections, "
+            "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
+        )
+        max_conn, max_user, mine = self.execute_sql(sql).fetchone()
+        status = self.execute_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").fetchone()
+        candidates = [(int(status[1]), int(max_conn), "server")]
+        if int(max_user) > 0:
+            candidates.append((int(mine), int(max_user), "user"))
+        return candidates
+
+    def _reap(self, idle_seconds: float) -> int:
         if not self._reap_supported:
             return 0
         sql = (
@@ -218,7 +263,33 @@ class GovernorMixin:
             reaped += 1
         return reaped
 
-    def _reap_postgres(self, idle_seconds: float) -> int:
+
+class PostgresGovernor(GovernorMixin):
+    """PostgreSQL: usage from ``pg_stat_activity`` and the role's limit; reaping by
+    ``pg_terminate_backend`` of idle sessions with our ``application_name``."""
+
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
+        # roles' sessions; their database and role stay visible. A row with both is a
+        # client session (background processes have no role or no database), so it is
+        # counted too: an unprivileged application role sees everyone's slots.
+        sql = (
+            "SELECT"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            "   OR (backend_type IS NULL AND datid IS NOT NULL AND usesysid IS NOT NULL)),"
+            " current_setting('max_connections')::int"
+            "   - current_setting('superuser_reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity"
+            "   WHERE usename = current_user AND backend_type = 'client backend'),"
+            " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)"
+        )
+        total, max_conn, mine, role_limit = self.execute_sql(sql).fetchone()
+        candidates = [(int(total), int(max_conn), "server")]
+        if role_limit is not None and int(role_limit) >= 0:
+            candidates.append((int(mine), int(role_limit), "role"))
+        return candidates
+
+    def _reap(self, idle_seconds: float) -> int:
         # Selecting and terminating in one statement keeps the state check next to the kill.
         sql = (
             "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -233,58 +304,8 @@ class GovernorMixin:
         ).fetchall()
         return sum(1 for _, terminated in rows if terminated)
 
-    # -- yielding ------------------------------------------------------------------------------
-    def yield_connection(self) -> None:
-        """Close our own connection rather than keep a slot the server is short of."""
-        self.close()
-        self._usage = None  # our own slot is free now: read usage afresh next time
-        self.events.yielded += 1
-
-    # -- end of invocation ---------------------------------------------------------------------
-    def finish(self) -> bool:
-        """Roll back leftovers (see the base), then reap or yield when the server is short."""
-        leftover: bool = super().finish()  # type: ignore[misc]
-        try:
-            self.govern()
-        except Exception as exc:  # noqa: BLE001 - helping others must never fail an invocation
-            logger.warning("connection governance skipped: %s", classify(exc).value)
-            if not self.is_closed():
-                self.discard_connection()
-        return leftover
-
-    def govern(self) -> None:
-        """Check usage and reap zombies or yield our connection (no-op behind a proxy)."""
-        opts = self.options
-        if opts.mode == "proxy":
-            return
-        state = self._state
-        if state.closed or getattr(state, "broken", False) or state.transactions:
-            return
-        usage = self._current_usage()
-        if usage is None or usage.ratio <= opts.usage_threshold:
-            return
-        timeout = zombie_timeout(
-            usage.ratio, opts.usage_threshold, opts.zombie_min_seconds, opts.zombie_max_seconds
-        )
-        reaped = self.reap_zombies(timeout)
-        fields = {
-            "connections": usage.connections,
-            "limit": usage.limit,
-            "scope": usage.scope,
-            "idle_timeout_s": round(timeout, 1),
-        }
-        if reaped:
-            self.events.reaped += reaped
-            self._usage = None
-            emit_event(self, "reap", reaped=reaped, **fields)
-        else:
-            self.yield_connection()
-            emit_event(self, "yield", **fields)
-
 
 def _mysql_errno(exc: BaseException) -> int | None:
-    from .errors import driver_error
-
     err = driver_error(exc)
     args = getattr(err, "args", ())
     return args[0] if args and isinstance(args[0], int) else None

@@ -26,25 +26,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .database import ServerlessDatabaseMixin
+from .deadline import DEADLINE_MARGIN_SECONDS, deadline_from_context
 
 __all__ = ["DEADLINE_MARGIN_SECONDS", "database_lifecycle", "deadline_from_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Connect retries stop this long before Lambda would kill the invocation, leaving time to answer.
-DEADLINE_MARGIN_SECONDS = 0.25
-
-
-def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS) -> float | None:
-    """``time.monotonic()`` by which database waits must end, from a Lambda context (or None)."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return None
-    try:
-        millis = float(remaining())
-    except Exception:  # noqa: BLE001 - a foreign context object: no deadline rather than a crash
-        return None
-    return time.monotonic() + max(0.0, millis / 1000.0 - margin)
 
 
 def _default_logger() -> Any:

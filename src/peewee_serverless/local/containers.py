@@ -50,6 +50,9 @@ PRELOAD = (
     "pydantic",
     "aws_lambda_powertools",
     "aws_lambda_powertools.event_handler",
+    # Powertools' idempotency package imports boto3 (about half of the users example's load):
+    # 200 containers importing it each do not start on two cores within READY_TIMEOUT.
+    "aws_lambda_powertools.utilities.idempotency",
     "peewee_serverless",
 )
 

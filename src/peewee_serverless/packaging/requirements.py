@@ -148,6 +148,9 @@ class FunctionRequirements:
     files: tuple[Path, ...]
     lines: tuple[str, ...]
     library_extras: tuple[str, ...]
+    #: Canonical names of the requirements listed, and whether they pin hashes (a lock file).
+    names: frozenset[str] = frozenset()
+    hashed: bool = False
 
 
 def read_requirements(files: Sequence[Path]) -> FunctionRequirements:
@@ -157,6 +160,7 @@ def read_requirements(files: Sequence[Path]) -> FunctionRequirements:
 
     lines: list[str] = []
     extras: list[str] = []
+    names: set[str] = set()
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -183,8 +187,12 @@ def read_requirements(files: Sequence[Path]) -> FunctionRequirements:
             if canonicalize_name(requirement.name) == DISTRIBUTION:
                 extras.extend(sorted(requirement.extras))
                 continue
+            names.add(canonicalize_name(requirement.name))
             lines.append(line)
-    return FunctionRequirements(tuple(files), tuple(lines), tuple(dict.fromkeys(extras)))
+    hashed = any("--hash" in line for line in lines)
+    return FunctionRequirements(
+        tuple(files), tuple(lines), tuple(dict.fromkeys(extras)), frozenset(names), hashed
+    )
 
 
 # -- running pip ---------------------------------------------------------------------------------
@@ -223,8 +231,15 @@ def _explain_failure(
             f"requirements conflict: cannot install {detail}"
             + (f" ({'; '.join(causes)})" if causes else "")
         )
-    tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:])
-    return PackagingError(f"pip install failed (exit {done.returncode}): {tail}")
+    if "--require-hashes mode" in output:
+        return PackagingError(
+            "the requirements pin hashes (pip's --require-hashes mode), so every requirement "
+            "needs one, this library's own dependencies too: put peewee-serverless with its "
+            "extras in the lock file's input (pip-compile --generate-hashes) or drop the hashes"
+        )
+    errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
+    detail = " | ".join(errors[:3]) or " | ".join(output.strip().splitlines()[-3:])
+    return PackagingError(f"pip install failed (exit {done.returncode}): {detail}")
 
 
 def install(

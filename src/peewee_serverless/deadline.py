@@ -1,0 +1,132 @@
+"""The invocation's deadline, and waiting on PostgreSQL without outliving it.
+
+Lambda kills an invocation at its timeout without a word: no 503, no ``Retry-After``, the
+client sees a gateway error. So every wait the library causes — connect, handshake, ping,
+statement, lock wait, commit, back-off sleep — ends by :func:`deadline_from_context`'s instant
+(``context.get_remaining_time_in_millis()`` minus :data:`DEADLINE_MARGIN_SECONDS`, the time left
+to answer). Without a Lambda context (scripts, tests, the migrator run by hand) there is no
+deadline and nothing changes.
+
+How each driver is bounded (the hooks live on the database classes in :mod:`.database`):
+
+* **PyMySQL**: its socket timeouts, set per statement from the time left (``read_timeout`` and
+  ``write_timeout``, applied by PyMySQL on each read and write; the handshake likewise).
+* **psycopg2** has no socket timeout: libpq waits in its own ``poll()``. psycopg2's documented
+  hook for that is a *wait callback* (``psycopg2.extensions.set_wait_callback``; psycogreen uses
+  it for gevent): libpq then runs non-blocking and :func:`pg_wait` does the waiting, with
+  ``select`` bounded by the deadline. It is installed only while an invocation with a deadline
+  runs (and never over a callback the application installed itself), so scripts and tests keep
+  psycopg2's plain blocking mode and its speed. No session state is set (``DB_MODE=proxy``
+  safe). Running out closes the connection (psycopg2 cannot resume an interrupted exchange);
+  the server ends the abandoned statement when it next writes to the socket.
+
+Running out raises :class:`~peewee_serverless.errors.DeadlineExceeded` (a 503 with
+``Retry-After`` in the HTTP layer) and the cut connection is discarded.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+import weakref
+from typing import Any
+
+from .errors import DeadlineExceeded
+
+__all__ = [
+    "DEADLINE_MARGIN_SECONDS",
+    "deadline_from_context",
+    "pg_wait",
+    "pg_wait_for",
+]
+
+#: Database waits end this long before Lambda would kill the invocation, leaving time to answer.
+DEADLINE_MARGIN_SECONDS = 0.25
+
+
+def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS) -> float | None:
+    """``time.monotonic()`` by which database waits must end, from a Lambda context (or None)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        millis = float(remaining())
+    except Exception:  # noqa: BLE001 - a foreign context object: no deadline rather than a crash
+        return None
+    return time.monotonic() + max(0.0, millis / 1000.0 - margin)
+
+
+# -- PostgreSQL: psycopg2's wait callback ----------------------------------------------------------
+#: connection -> deadline (``time.monotonic()``) of the invocation using it.
+_DEADLINES: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+#: The deadline of a connect in progress on this thread (the connection object is not ours yet).
+_connecting = threading.local()
+_active = 0
+_lock = threading.Lock()
+
+
+def pg_wait(conn: Any) -> None:
+    """psycopg2 wait callback: ``psycopg2.extras.wait_select`` with the deadline as its bound."""
+    import psycopg2.extensions as ext
+
+    deadline = _DEADLINES.get(conn)
+    if deadline is None:
+        deadline = getattr(_connecting, "deadline", None)
+    fd = conn.fileno()
+    while True:
+        try:
+            state = conn.poll()
+        except KeyboardInterrupt:
+            conn.cancel()
+            continue
+        if state == ext.POLL_OK:
+            return
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
+        if state == ext.POLL_READ:
+            select.select([fd], [], [], timeout)
+        elif state == ext.POLL_WRITE:
+            select.select([], [fd], [], timeout)
+        else:  # pragma: no cover - psycopg2 documents only the three states
+            raise ext.OperationalError(f"bad state from poll: {state}")
+
+
+def pg_wait_for(conn: Any, deadline: float | None) -> None:
+    """Bound ``conn``'s waits by ``deadline`` (None: unbounded again)."""
+    if deadline is None:
+        _DEADLINES.pop(conn, None)
+    else:
+        _DEADLINES[conn] = deadline
+
+
+def pg_connecting(deadline: float | None) -> None:
+    """Bound the connect this thread is about to make (None when it is done)."""
+    _connecting.deadline = deadline
+
+
+def pg_bounded(active: bool) -> bool:
+    """Install (or remove, with the last user) :func:`pg_wait` as psycopg2's wait callback.
+
+    Returns whether it is installed for this caller: False when the application installed a
+    callback of its own (psycogreen), which is then left alone and waits are not bounded.
+    """
+    global _active
+    import psycopg2.extensions as ext
+
+    with _lock:
+        current = ext.get_wait_callback()
+        if active:
+            if current is not None and current is not pg_wait:
+                return False
+            _active += 1
+            if current is None:
+                ext.set_wait_callback(pg_wait)
+            return True
+        _active = max(0, _active - 1)
+        if _active == 0 and current is pg_wait:
+            ext.set_wait_callback(None)
+        return False
