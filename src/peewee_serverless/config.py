@@ -15,11 +15,9 @@ naming the variable; no message or repr ever shows a password.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from .errors import ConfigurationError
 from .options import CLOSE_POLICIES as CLOSE_POLICIES  # re-exported: lived here before
@@ -47,7 +45,24 @@ __all__ = [
 
 
 DEFAULT_PORTS = {"mysql": 3306, "postgres": 5432}
-DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
+
+
+def default_sqlite_path() -> str:
+    """The SQLite file used when nothing is configured (in the temp dir, Lambda's writable one).
+
+    A function, not a constant computed at import: ``tempfile`` pulls in ``shutil`` and the
+    compression modules (a few ms of every cold start) for a default most functions never use.
+    """
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "peewee-serverless.sqlite3")
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT_SQLITE_PATH stays importable (it was a constant), computed on first use.
+    if name == "DEFAULT_SQLITE_PATH":
+        return default_sqlite_path()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ def _from_url(url: str, environ: Mapping[str, str]) -> DatabaseSettings:
     from playhouse import db_url
 
     try:
+        from urllib.parse import urlparse  # only DATABASE_URL needs it: off the cold path
+
         parsed = urlparse(url)
         scheme = parsed.scheme.lower()
     except ValueError:
@@ -220,7 +237,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> DatabaseSetti
     options = ServerlessOptions.from_env(env)
     name = env.get("DB_NAME", "").strip()
     if engine == "sqlite":
-        sqlite = DatabaseSettings("sqlite", name or DEFAULT_SQLITE_PATH, options=options)
+        sqlite = DatabaseSettings("sqlite", name or default_sqlite_path(), options=options)
         return _with_access(sqlite, env, "DB_PASSWORD")
 
     # With a secret, a missing name / host comes from the secret (RDS secret JSON) at connect.

@@ -557,9 +557,12 @@ class ServerlessDatabaseMixin:
         except DeadlineExceeded:
             self._state.broken = True  # the server rolls back when the connection goes
         except (OperationalError, InterfaceError) as exc:
-            if classify(exc) not in _DEAD:
+            if classify(exc) not in (*_DEAD, ErrorKind.SERVER_UNAVAILABLE):
                 raise
-            # Dying rolled the transaction back on the server: the rollback is done.
+            # Dying rolled the transaction back on the server: the rollback is done. A ROLLBACK
+            # that could not be sent (refused, throttled, no time left) leaves the transaction
+            # to end with the dropped connection (or to expire, on the Data API); raising here
+            # would hide the error that made atomic() roll back (a duplicate: 409, not 500).
             self._state.broken = True
 
     def _read_only(self, exc: BaseException) -> ServerReadOnly:

@@ -108,7 +108,8 @@ class ServerlessOptions:
     application_name: str = "peewee-serverless"
     mode: str = "direct"
     log_invocations: str = "notable"
-    connect_retries: int = 10
+    #: ``None`` (unset): retry until the invocation's deadline minus a margin (see .backoff).
+    connect_retries: int | None = None
     backoff_base_ms: float = 50.0
     backoff_cap_ms: float = 2000.0
     backoff_jitter: str = "decorrelated"
