@@ -69,15 +69,16 @@ class Budget:
 BUDGETS = {
     "full": Budget(
         "full", 3000, 10, 200, 20, 8, 30, 8.0, (1, 8), 3000, 3000,
-        ("--containers", "40", "--invocations", "5", "--limit", "10"),
+        ("--levels", "1,4,10,20", "--invocations", "10", "--limit", "10"),
     ),
     "quick": Budget(
         "quick", 600, 4, 50, 6, 3, 8, 3.0, (1, 8), 600, 600,
-        ("--containers", "16", "--invocations", "3", "--limit", "6"),
+        ("--levels", "2", "--invocations", "3", "--limit", "10"),
     ),
     "smoke": Budget(
         "smoke", 20, 2, 3, 2, 1, 2, 0.5, (1,), 20, 20,
-        ("--containers", "4", "--invocations", "2", "--limit", "3"),
+        ("--levels", "1", "--invocations", "2", "--limit", "10",
+         "--variants", "peewee-serverless-defaults"),
     ),
 }  # fmt: skip
 

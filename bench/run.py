@@ -62,14 +62,21 @@ def existing_burst_section(path: Path) -> str:
 
 
 def kept_sections(path: Path) -> str:
-    """Sections other scripts write between their own markers (``bench/localrt.py``): kept."""
+    """Sections other scripts write between their own markers (``<!-- name:start -->`` ...
+    ``<!-- name:end -->``: localrt, pgbouncer, connect, ...): kept, in their order.
+
+    The burst section is placed by :func:`existing_burst_section`, so it is not repeated here.
+    """
     if not path.exists():
         return ""
+    import re
+
     text = path.read_text()
-    start, end = "<!-- localrt:start -->", "<!-- localrt:end -->"
-    if start in text and end in text:
-        return "\n" + start + text.partition(start)[2].partition(end)[0] + end + "\n"
-    return ""
+    kept = []
+    for match in re.finditer(r"<!-- ([a-z0-9_-]+):start -->.*?<!-- \1:end -->", text, re.S):
+        if match.group(1) != "burst":
+            kept.append(match.group(0))
+    return "".join("\n" + section + "\n" for section in kept)
 
 
 def run_burst(budget: Budget, output: Path) -> str:

@@ -240,3 +240,51 @@ def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backen
         assert db.connect_params["connect_timeout"] in (60, 60.0)  # restored for the next one
     finally:
         silent.close()
+
+
+def test_unset_retries_mean_until_the_deadline_minus_a_margin(tmp_path: Any) -> None:
+    """No DB_CONNECT_RETRIES: time is the budget with a deadline, 10 retries without one."""
+    import time
+
+    from peewee_serverless import database_from_env
+
+    db = database_from_env({"DB_ENGINE": "sqlite", "DB_NAME": str(tmp_path / "x.sqlite3")})
+    assert db.options.connect_retries is None
+    assert db.backoff_policy().retries == 10
+    db.set_deadline(time.monotonic() + 30)
+    assert db.backoff_policy().retries == db.retries_until_deadline
+    # 10 % of the time left is kept for the work and the answer, within 0.5-3 s.
+    assert (db.deadline_margin(30), db.deadline_margin(10), db.deadline_margin(2)) == (3, 1, 0.5)
+    explicit = database_from_env(
+        {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp_path / "y.sqlite3"), "DB_CONNECT_RETRIES": "3"}
+    )
+    explicit.set_deadline(time.monotonic() + 30)
+    assert explicit.backoff_policy().retries == 3
+
+
+def test_a_full_account_is_retried_past_the_old_count(server_backend: Any) -> None:
+    """With a deadline and no count, a refused connect keeps trying (here: a slot is freed only
+    after the 12th retry, beyond the former fixed 10) and records the refusal for the governor."""
+    import time
+
+    account = _limited_account(server_backend, 1)
+    env = {**account, "DB_BACKOFF_BASE_MS": "1", "DB_BACKOFF_CAP_MS": "5"}
+    holder = server_backend.make_db(env)
+    waiter = server_backend.make_db(env)
+    try:
+        holder.connect()
+
+        def free_after_twelve(name: str, fields: dict[str, Any]) -> None:
+            if name == "retry" and fields["attempt"] == 12:
+                holder.close()
+
+        waiter.event_hooks = [free_after_twelve]
+        waiter.set_deadline(time.monotonic() + 120)  # generous: a loaded machine is slow
+        waiter.connect()
+        assert waiter.events.retries >= 12
+        assert waiter.events.gave_up == 0
+        assert waiter.refused_at is not None
+    finally:
+        holder.close()
+        waiter.close()
+        _drop_account(server_backend, account["DB_USER"])

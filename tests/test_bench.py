@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT, SELECTED, TEST_DB
+from .conftest import GENERAL_BACKENDS, ROOT, TEST_DB
 
 SCENARIOS = "warm,cold,freeze,server,profile"  # burst: bench/burst.py has its own tests
 
@@ -32,7 +32,7 @@ def _tables(text: str) -> list[list[str]]:
 def test_every_scenario_writes_a_well_formed_table(tmp_path: Path) -> None:
     output = tmp_path / "benchmarks.md"
     output.write_text("# Benchmarks\n\n<!-- burst:start -->\nkept as it was\n<!-- burst:end -->\n")
-    engines = ",".join(SELECTED)
+    engines = ",".join(GENERAL_BACKENDS)
     proc = subprocess.run(
         [
             sys.executable, "-m", "bench.run", "--smoke", "--only", SCENARIOS,

@@ -64,14 +64,27 @@ def _emails(server: PrivateServer, account: Any) -> list[str]:
 
 
 def test_burst_within_the_limit_never_fails(server: PrivateServer) -> None:
-    """40 containers, 10 connection slots: every invocation succeeds, never above the limit."""
+    """40 containers, 10 connection slots, default settings: every invocation succeeds."""
     outcome = run_burst(
-        server, "peewee-serverless", containers=CONTAINERS, invocations=3, limit=LIMIT
+        server, "peewee-serverless-defaults", containers=CONTAINERS, invocations=3, limit=LIMIT
     )
     assert outcome.invocations == CONTAINERS * 3
     assert outcome.statuses == {201: CONTAINERS * 3}
     assert outcome.success_rate == 1.0
     assert 0 < outcome.peak_connections <= LIMIT
+
+
+def test_no_churn_when_every_container_has_a_slot(server: PrivateServer) -> None:
+    """As many containers as slots: usage reads 100 %, but nobody waits, so nobody yields.
+
+    Each container opens exactly one session for all its invocations (as plain Peewee does).
+    """
+    outcome = run_burst(
+        server, "peewee-serverless-defaults", containers=LIMIT, invocations=5, limit=LIMIT
+    )
+    assert outcome.statuses == {201: LIMIT * 5}
+    assert outcome.sessions == LIMIT
+    assert outcome.peak_connections <= LIMIT
 
 
 def test_plain_peewee_fails_the_same_burst(server: PrivateServer) -> None:

@@ -312,6 +312,23 @@ def test_inside_a_transaction_only_calls_that_ran_nothing_are_retried(
     assert backend.query("SELECT name FROM things") == [("throttled once",)]
 
 
+def test_a_rollback_the_data_api_refuses_keeps_the_statements_own_error(
+    api: tuple[Backend, Any], api_db: Any
+) -> None:
+    """A ROLLBACK that cannot be sent (throttled, or no time left) must not hide why the
+    transaction failed: the duplicate stays an IntegrityError (409, not 500), and the
+    transaction is left to expire on the server with the connection dropped."""
+    backend, endpoint = api
+    thing = _model(api_db)
+    thing.create(name="taken")
+    with pytest.raises(peewee.IntegrityError), api_db.atomic():
+        endpoint.inject("ThrottlingException", operation="RollbackTransaction", times=1)
+        thing.create(name="taken")
+    api_db.finish()
+    assert backend.query("SELECT name FROM things") == [("taken",)]
+    assert thing.create(name="next").name == "next"
+
+
 def test_past_the_deadline_the_example_answers_503_with_retry_after(
     api: tuple[Backend, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -271,12 +271,33 @@ def test_nothing_to_reap_means_yielding_our_own_connection(accounts: Accounts) -
     db = accounts.backend.make_db(
         accounts.env(accounts.app, DB_USAGE_THRESHOLD="0.05", DB_ZOMBIE_MIN_SECONDS="0")
     )
+    db.refused_at = time.monotonic()  # others wait: this container was just refused a slot
     fields = _invoke(db)
     assert fields["reaped"] == 0
     assert fields["yielded"] == 1
     assert db.is_closed()
     fields = _invoke(db)  # the next invocation simply connects again
     assert fields["connects"] == 1
+
+
+def test_above_the_threshold_with_nobody_waiting_the_connection_is_kept(
+    accounts: Accounts,
+) -> None:
+    """High usage alone is no reason to churn: nobody was refused, so nobody waits."""
+    db = accounts.backend.make_db(
+        accounts.env(
+            accounts.app,
+            DB_USAGE_THRESHOLD="0.05",
+            DB_ZOMBIE_MIN_SECONDS="0",
+            DB_LOG_INVOCATIONS="all",
+        )
+    )
+    for _ in range(3):
+        fields = _invoke(db)
+        assert (fields["reaped"], fields["yielded"]) == (0, 0)
+    assert fields["connects"] == 0 and fields["reused"] == 1
+    assert not db.is_closed()
+    db.close()
 
 
 def test_below_the_threshold_the_connection_is_kept(accounts: Accounts) -> None:

@@ -19,12 +19,14 @@ from .database import (
     ServerlessSqliteDatabase,
 )
 from .errors import (
+    CommandError,
     ConfigurationError,
     ConnectionLimitReached,
     ConnectionLost,
     DatabaseUnavailable,
     DeadlineExceeded,
     ErrorKind,
+    InvalidInput,
     MigrationLockTimeout,
     PackagingError,
     PeeweeServerlessError,
@@ -69,6 +71,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "CommandError",
     "ConfigurationError",
     "ConnectionEvents",
     "ConnectionLimitReached",
@@ -77,6 +80,7 @@ __all__ = [
     "DatabaseUnavailable",
     "DeadlineExceeded",
     "ErrorKind",
+    "InvalidInput",
     "MigrationLockTimeout",
     "PackagingError",
     "PeeweeServerlessError",

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any
 
+from .errors import CommandError, ConfigurationError, InvalidInput, PeeweeServerlessError
+
 __all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
 #: Subcommand name -> ``"module:function"`` of its ``add_command(subparsers)``.
@@ -28,14 +30,6 @@ COMMANDS: dict[str, str] = {
 }
 
 PROG = "peewee-serverless"
-
-
-class CommandError(Exception):
-    """A user error a command reports as one line on stderr, exiting with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _resolve(ref: str) -> Callable[[Any], None]:
@@ -79,9 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         status = args.func(args)
-    except CommandError as exc:
+    except PeeweeServerlessError as exc:
+        # One style for every command: one line on stderr, no traceback. A user error (a bad
+        # setting, malformed input, a command's own CommandError) exits 2; the database being
+        # unreachable and the like exit 1.
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        if isinstance(exc, CommandError):
+            return exc.exit_code
+        return 2 if isinstance(exc, (ConfigurationError, InvalidInput)) else 1
     except KeyboardInterrupt:
         return 130
     return int(status or 0)

@@ -26,7 +26,6 @@ import logging
 import re
 import select
 import time
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
@@ -40,7 +39,6 @@ from peewee import (
 from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
-from .config import ServerlessOptions
 from .errors import (
     ConnectionLimitReached,
     ConnectionLost,
@@ -51,8 +49,10 @@ from .errors import (
     classify,
     driver_error,
 )
-from .governor import GovernorMixin
+from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
+from .options import ServerlessOptions
 from .secrets import CredentialSource
+from .stats import ConnectionEvents
 
 __all__ = [
     "ConnectionEvents",
@@ -205,33 +205,6 @@ def _is_read_only(sql: str) -> bool:
     )
 
 
-@dataclass
-class ConnectionEvents:
-    """What happened to the connection during one invocation (reset by the lifecycle)."""
-
-    connects: int = 0
-    reused: int = 0
-    checks: int = 0
-    reconnects: int = 0
-    retries: int = 0
-    reaped: int = 0
-    yielded: int = 0
-    gave_up: int = 0
-    db_seconds: float = 0.0
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        # Called on every invocation: precomputed defaults, not dataclasses.fields() each time.
-        self.__dict__.update(_EVENT_DEFAULTS)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counters as a plain dict (for structured logs)."""
-        return {name: getattr(self, name) for name in _EVENT_DEFAULTS}
-
-
-_EVENT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ConnectionEvents)}
-
-
 class ServerlessDatabaseMixin:
     """Lazy, warm-reusing, freeze-checking, safely reconnecting connection handling.
 
@@ -264,6 +237,8 @@ class ServerlessDatabaseMixin:
         self._last_used: float | None = None
         self._deadline: float | None = None
         self._timing = False
+        #: This connect attempt's own driver parameters (see ``_params_now``); empty between.
+        self._attempt: dict[str, Any] = {}
         #: ``select.poll`` object watching the current connection's socket (None: nothing to
         #: watch). Registered once per connection: the check is one ``poll(0)`` system call.
         self._poller: Any = None
@@ -582,9 +557,12 @@ class ServerlessDatabaseMixin:
         except DeadlineExceeded:
             self._state.broken = True  # the server rolls back when the connection goes
         except (OperationalError, InterfaceError) as exc:
-            if classify(exc) not in _DEAD:
+            if classify(exc) not in (*_DEAD, ErrorKind.SERVER_UNAVAILABLE):
                 raise
-            # Dying rolled the transaction back on the server: the rollback is done.
+            # Dying rolled the transaction back on the server: the rollback is done. A ROLLBACK
+            # that could not be sent (refused, throttled, no time left) leaves the transaction
+            # to end with the dropped connection (or to expire, on the Data API); raising here
+            # would hide the error that made atomic() roll back (a duplicate: 409, not 500).
             self._state.broken = True
 
     def _read_only(self, exc: BaseException) -> ServerReadOnly:
@@ -707,6 +685,29 @@ class ServerlessDatabaseMixin:
             return func(*args, **kwargs)
 
 
+def _params_now(db: Any) -> dict[str, Any]:
+    """The driver parameters for the connect attempt under way: a fresh dict, built from the
+    configured ``connect_params`` and this attempt's own values (timeouts bounded by the
+    deadline, the handshake timeout), which never touch ``connect_params`` itself."""
+    return {**db.connect_params, **getattr(db, "_attempt", {})}
+
+
+class _AttemptPostgresqlDatabase(PostgresqlDatabase):
+    """Peewee's ``PostgresqlDatabase._connect`` with the attempt's parameters (same steps)."""
+
+    if TYPE_CHECKING:  # set by PostgresqlDatabase.init (untyped)
+        _adapter: Any
+        _isolation_level: Any
+
+    def _connect(self) -> Any:
+        self._adapter.check_driver()
+        conn = self._adapter.connect(self, **_params_now(self))
+        if self._isolation_level:
+            conn.set_isolation_level(self._isolation_level)
+        conn.autocommit = True
+        return conn
+
+
 class _TlsReusingMySQLDatabase(MySQLDatabase):
     """Peewee's ``MySQLDatabase`` connecting through :func:`.tls.pymysql_connect`.
 
@@ -717,11 +718,11 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
     def _connect(self) -> Any:
         from .tls import pymysql_connect
 
-        return pymysql_connect(database=self.database, autocommit=True, **self.connect_params)
+        return pymysql_connect(database=self.database, autocommit=True, **_params_now(self))
 
 
 class ServerlessMySQLDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
+    ConnectRetryMixin, MySQLGovernor, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
@@ -737,15 +738,12 @@ class ServerlessMySQLDatabase(
         # greeting with read_timeout, which is "forever" by default. A server that accepts and
         # never answers would hold the invocation until Lambda kills it, so the handshake gets
         # connect_timeout too, and queries get their own read_timeout back afterwards.
-        params = self.connect_params
+        params = _params_now(self)
         if params.get("read_timeout") is not None or params.get("connect_timeout") is None:
             return super()._driver_connect()
-        params["read_timeout"] = params["connect_timeout"]
-        try:
-            conn = super()._driver_connect()
-        finally:
-            del params["read_timeout"]
-        conn._read_timeout = None  # PyMySQL re-applies it before the next read
+        self._attempt = {**self._attempt, "read_timeout": params["connect_timeout"]}
+        conn = super()._driver_connect()
+        conn._read_timeout = None  # queries: PyMySQL's default again (or the deadline's)
         return conn
 
     def _ping(self, conn: Any) -> bool:
@@ -825,7 +823,7 @@ class ServerlessMySQLDatabase(
 
 
 class ServerlessPostgresqlDatabase(
-    ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, PostgresqlDatabase
+    ConnectRetryMixin, PostgresGovernor, ServerlessDatabaseMixin, _AttemptPostgresqlDatabase
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 

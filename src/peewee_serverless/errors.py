@@ -15,7 +15,13 @@
      │                                 ``idempotency.IdempotencyRequestInProgress``, which is
      │                                 also Powertools' ``IdempotencyAlreadyInProgressError``)
      ├── MigrationLockTimeout          another migrator held the migration lock too long
-     └── PackagingError                a deployment zip could not be built (names the cause)
+     ├── PackagingError                a deployment zip could not be built (names the cause)
+     ├── CommandError                  a CLI command's user error: one line, exit 2
+     ├── InvalidInput                  malformed input to the local tools (also a ValueError):
+     │                                 TargetError, MalformedBody, FunctionError,
+     │                                 LaunchError, TemplateError, MalformedResponseError
+     ├── BodyTooLarge                  (local) a request body over the limit -> HTTP 413
+     └── HTTPError                     (http.py) an HTTP error answer: status, code, message
 
 Driver errors reach us wrapped by Peewee (``peewee.OperationalError`` and friends); the
 original PyMySQL / psycopg2 exception is chained as ``__context__``. :func:`classify` reads the
@@ -30,12 +36,14 @@ import enum
 import functools
 
 __all__ = [
+    "CommandError",
     "ConfigurationError",
     "ConnectionLimitReached",
     "ConnectionLost",
     "DatabaseUnavailable",
     "DeadlineExceeded",
     "ErrorKind",
+    "InvalidInput",
     "MigrationLockTimeout",
     "PackagingError",
     "PeeweeServerlessError",
@@ -139,6 +147,19 @@ class MigrationLockTimeout(PeeweeServerlessError):
 class PackagingError(PeeweeServerlessError):
     """A deployment zip could not be built: bad arguments, an unresolvable requirement, a file
     that must not ship, or a handler that does not import. The message names the cause."""
+
+
+class CommandError(PeeweeServerlessError):
+    """A user error a CLI command reports as one line on stderr, exiting with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class InvalidInput(PeeweeServerlessError, ValueError):
+    """Malformed input to the local tools (a handler target, an event, a template, a body, a
+    handler's response): the tool reports it (HTTP 4xx, or one CLI line) instead of crashing."""
 
 
 class ErrorKind(enum.Enum):

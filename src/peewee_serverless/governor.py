@@ -23,8 +23,19 @@ finished its work helps the others, at the end of its invocation (:meth:`Governo
    already gone when we kill it (MySQL ``ER_NO_SUCH_THREAD``, ``pg_terminate_backend`` false)
    is a normal race, not an error.
 
-3. **yield**: when nothing could be reaped, close our own connection instead of keeping it for
-   the next warm invocation (which then connects again, lazily).
+3. **yield**: when nothing could be reaped *and others are waiting for a slot*, close our own
+   connection instead of keeping it for the next warm invocation (which then connects again,
+   lazily). Usage alone does not say anyone waits: ten containers on ten slots read 100 % and
+   used to hand their connections back and forth after every invocation for nobody (2-4x the
+   sessions of plain Peewee, and slower). Evidence that someone waits, any of:
+
+   * this container was refused a slot within the last ``pressure_window_seconds`` (it queued,
+     so others are queueing with it);
+   * MySQL / MariaDB at the server's limit: ``Connection_errors_max_connections`` (refused
+     connects, counted by the server) rose since this container's previous look;
+   * where no refusal is counted (PostgreSQL; a MySQL per-user limit): every slot is taken and
+     we have held ours for ``usage_check_seconds`` — a lease, so that containers that got in
+     first cannot keep the others out for longer than that.
 
 "This application's" connections:
 
@@ -54,12 +65,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from peewee import MySQLDatabase, PostgresqlDatabase
+from .errors import classify, driver_error
+from .stats import emit_event
 
-from .backoff import emit_event
-from .errors import classify
-
-__all__ = ["GovernorMixin", "Usage", "zombie_timeout"]
+__all__ = ["GovernorMixin", "MySQLGovernor", "PostgresGovernor", "Usage", "zombie_timeout"]
 
 logger = logging.getLogger("peewee_serverless.governor")
 
@@ -80,6 +89,8 @@ class Usage:
     limit: int
     scope: str  # "server", "user" or "role": which limit is the tighter one
     checked_at: float = 0.0
+    #: Connects the server has refused at this limit so far (a counter), ``None``: not counted.
+    refused: int | None = None
 
     @property
     def ratio(self) -> float:
@@ -120,6 +131,15 @@ class GovernorMixin:
 
     _usage: Usage | None = None
     _reap_supported: bool = True
+    #: The server's refused-connect counter read with the last usage (``None``: not counted).
+    _refused_counter: int | None = None
+    #: The server's refusal counter at this container's previous usage read.
+    _refused_before: int | None = None
+    #: ``time.monotonic()`` when the current connection was opened (seen at an invocation's end).
+    _held_since: float | None = None
+
+    #: How long a refusal of our own connect counts as "others are waiting" (seconds).
+    pressure_window_seconds: float = 10.0
 
     if TYPE_CHECKING:  # provided by the Peewee database / ServerlessDatabaseMixin
 
@@ -128,43 +148,25 @@ class GovernorMixin:
         def close(self) -> bool: ...
         def discard_connection(self) -> None: ...
 
+    # -- backend hooks (per-backend classes below; the base is an embedded database's) -------
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        """``(connections, limit, scope)`` for each limit that applies (None: no server)."""
+        return None
+
+    def _reap(self, idle_seconds: float) -> int:
+        """Kill this application's sessions idle ``idle_seconds`` or more; how many."""
+        return 0
+
     # -- reading usage -------------------------------------------------------------------------
     def connection_usage(self) -> Usage | None:
         """Ask the server for its connection usage now (None for an embedded database)."""
-        if isinstance(self, MySQLDatabase):
-            sql = (
-                "SELECT @@max_connections, @@max_user_connections, "
-                "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
-            )
-            max_conn, max_user, mine = self.execute_sql(sql).fetchone()
-            status = self.execute_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").fetchone()
-            candidates = [(int(status[1]), int(max_conn), "server")]
-            if int(max_user) > 0:
-                candidates.append((int(mine), int(max_user), "user"))
-        elif isinstance(self, PostgresqlDatabase):
-            # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
-            # roles' sessions; their database and role stay visible. A row with both is a
-            # client session (background processes have no role or no database), so it is
-            # counted too: an unprivileged application role sees everyone's slots.
-            sql = (
-                "SELECT"
-                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                "   OR (backend_type IS NULL AND datid IS NOT NULL AND usesysid IS NOT NULL)),"
-                " current_setting('max_connections')::int"
-                "   - current_setting('superuser_reserved_connections')::int,"
-                " (SELECT count(*) FROM pg_stat_activity"
-                "   WHERE usename = current_user AND backend_type = 'client backend'),"
-                " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)"
-            )
-            total, max_conn, mine, role_limit = self.execute_sql(sql).fetchone()
-            candidates = [(int(total), int(max_conn), "server")]
-            if role_limit is not None and int(role_limit) >= 0:
-                candidates.append((int(mine), int(role_limit), "role"))
-        else:
+        candidates = self._usage_candidates()
+        if not candidates:
             return None
         connections, limit, scope = _pick(candidates)
-        return Usage(connections, limit, scope, time.monotonic())
+        # A server's counter covers only its own max_connections, not a per-user / role limit.
+        refused = self._refused_counter if scope == "server" else None
+        return Usage(connections, limit, scope, time.monotonic(), refused)
 
     def _current_usage(self) -> Usage | None:
         opts = self.options
@@ -176,64 +178,29 @@ class GovernorMixin:
             or self.events.retries > 0
         )
         if fresh_needed:
+            if cached is not None and cached.refused is not None:
+                self._refused_before = cached.refused
             self._usage = self.connection_usage()
         return self._usage
+
+    def others_waiting(self, usage: Usage) -> bool:
+        """Whether there is evidence that other containers wait for a slot (module docstring)."""
+        now = time.monotonic()
+        refused_at = getattr(self, "refused_at", None)
+        if refused_at is not None and now - refused_at <= self.pressure_window_seconds:
+            return True
+        if usage.refused is not None:
+            before = self._refused_before
+            return before is not None and usage.refused > before
+        held_since = self._held_since if self._held_since is not None else now
+        return usage.connections >= usage.limit and now - held_since >= (
+            self.options.usage_check_seconds
+        )
 
     # -- reaping -------------------------------------------------------------------------------
     def reap_zombies(self, idle_seconds: float) -> int:
         """Kill this application's connections idle for ``idle_seconds`` or more; how many."""
-        if isinstance(self, MySQLDatabase):
-            return self._reap_mysql(idle_seconds)
-        if isinstance(self, PostgresqlDatabase):
-            return self._reap_postgres(idle_seconds)
-        return 0
-
-    def _reap_mysql(self, idle_seconds: float) -> int:
-        if not self._reap_supported:
-            return 0
-        sql = (
-            "SELECT p.ID FROM information_schema.PROCESSLIST p"
-            " WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND p.DB = DATABASE()"
-            " AND p.COMMAND = 'Sleep' AND p.TIME >= %s AND p.ID <> CONNECTION_ID()"
-            " AND p.ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX)"
-            " ORDER BY p.TIME DESC LIMIT %s"
-        )
-        try:
-            # TIME is whole seconds since the last statement ended: rounding the threshold up
-            # keeps every kill at or above it (retirement relies on that, see database.py).
-            rows = self.execute_sql(sql, (math.ceil(idle_seconds), MAX_REAP)).fetchall()
-        except Exception as exc:
-            if _mysql_errno(exc) != _ER_SPECIFIC_ACCESS_DENIED:
-                raise
-            # Without PROCESS we cannot tell an idle transaction from an idle session: no kills.
-            self._reap_supported = False
-            logger.warning("zombie reaping needs the PROCESS privilege; only yielding")
-            return 0
-        reaped = 0
-        for (thread_id,) in rows:
-            try:
-                self.execute_sql(f"KILL CONNECTION {int(thread_id)}")
-            except Exception as exc:
-                if _mysql_errno(exc) == _ER_NO_SUCH_THREAD:
-                    continue  # gone by itself in the meantime: fine
-                raise
-            reaped += 1
-        return reaped
-
-    def _reap_postgres(self, idle_seconds: float) -> int:
-        # Selecting and terminating in one statement keeps the state check next to the kill.
-        sql = (
-            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = %s AND usename = current_user"
-            " AND datname = current_database() AND backend_type = 'client backend'"
-            " AND state = 'idle' AND pid <> pg_backend_pid()"
-            " AND state_change <= clock_timestamp() - make_interval(secs => %s)"
-            " ORDER BY state_change LIMIT %s"
-        )
-        rows = self.execute_sql(
-            sql, (self.options.application_name, float(idle_seconds), MAX_REAP)
-        ).fetchall()
-        return sum(1 for _, terminated in rows if terminated)
+        return self._reap(idle_seconds)
 
     # -- yielding ------------------------------------------------------------------------------
     def yield_connection(self) -> None:
@@ -265,6 +232,8 @@ class GovernorMixin:
         left = self.time_left()  # type: ignore[attr-defined]
         if left is not None and left < GOVERN_MIN_SECONDS:
             return  # helping others never costs our answer its deadline
+        if self.events.connects or self._held_since is None:
+            self._held_since = time.monotonic()
         usage = self._current_usage()
         if usage is None or usage.ratio <= opts.usage_threshold:
             return
@@ -282,14 +251,111 @@ class GovernorMixin:
             self.events.reaped += reaped
             self._usage = None
             emit_event(self, "reap", reaped=reaped, **fields)
-        else:
+        elif self.others_waiting(usage):
             self.yield_connection()
+            self._held_since = None
             emit_event(self, "yield", **fields)
 
 
-def _mysql_errno(exc: BaseException) -> int | None:
-    from .errors import driver_error
+class MySQLGovernor(GovernorMixin):
+    """MySQL / MariaDB: usage from ``Threads_connected`` and the user's limit; reaping by
+    ``KILL CONNECTION`` of idle sessions of the same user and database."""
 
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        sql = (
+            "SELECT @@max_connections, @@max_user_connections, "
+            "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
+        )
+        max_conn, max_user, mine = self.execute_sql(sql).fetchone()
+        status = dict(
+            self.execute_sql(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN "
+                "('Threads_connected', 'Connection_errors_max_connections')"
+            ).fetchall()
+        )
+        refused = status.get("Connection_errors_max_connections")
+        self._refused_counter = int(refused) if refused is not None else None
+        candidates = [(int(status["Threads_connected"]), int(max_conn), "server")]
+        if int(max_user) > 0:
+            candidates.append((int(mine), int(max_user), "user"))
+        return candidates
+
+    def _reap(self, idle_seconds: float) -> int:
+        if not self._reap_supported:
+            return 0
+        sql = (
+            "SELECT p.ID FROM information_schema.PROCESSLIST p"
+            " WHERE p.USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND p.DB = DATABASE()"
+            " AND p.COMMAND = 'Sleep' AND p.TIME >= %s AND p.ID <> CONNECTION_ID()"
+            " AND p.ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX)"
+            " ORDER BY p.TIME DESC LIMIT %s"
+        )
+        try:
+            # TIME is whole seconds since the last statement ended: rounding the threshold up
+            # keeps every kill at or above it (retirement relies on that, see database.py).
+            rows = self.execute_sql(sql, (math.ceil(idle_seconds), MAX_REAP)).fetchall()
+        except Exception as exc:
+            if _mysql_errno(exc) != _ER_SPECIFIC_ACCESS_DENIED:
+                raise
+            # Without PROCESS we cannot tell an idle transaction from an idle session: no kills.
+            self._reap_supported = False
+            logger.warning("zombie reaping needs the PROCESS privilege; only yielding")
+            return 0
+        reaped = 0
+        for (thread_id,) in rows:
+            try:
+                self.execute_sql(f"KILL CONNECTION {int(thread_id)}")
+            except Exception as exc:
+                if _mysql_errno(exc) == _ER_NO_SUCH_THREAD:
+                    continue  # gone by itself in the meantime: fine
+                raise
+            reaped += 1
+        return reaped
+
+
+class PostgresGovernor(GovernorMixin):
+    """PostgreSQL: usage from ``pg_stat_activity`` and the role's limit; reaping by
+    ``pg_terminate_backend`` of idle sessions with our ``application_name``."""
+
+    def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
+        # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
+        # roles' sessions; their database and role stay visible. A row with both is a
+        # client session (background processes have no role or no database), so it is
+        # counted too: an unprivileged application role sees everyone's slots.
+        sql = (
+            "SELECT"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            "   OR (backend_type IS NULL AND datid IS NOT NULL AND usesysid IS NOT NULL)),"
+            " current_setting('max_connections')::int"
+            "   - current_setting('superuser_reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity"
+            "   WHERE usename = current_user AND backend_type = 'client backend'),"
+            " (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)"
+        )
+        total, max_conn, mine, role_limit = self.execute_sql(sql).fetchone()
+        candidates = [(int(total), int(max_conn), "server")]
+        if role_limit is not None and int(role_limit) >= 0:
+            candidates.append((int(mine), int(role_limit), "role"))
+        return candidates
+
+    def _reap(self, idle_seconds: float) -> int:
+        # Selecting and terminating in one statement keeps the state check next to the kill.
+        sql = (
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND usename = current_user"
+            " AND datname = current_database() AND backend_type = 'client backend'"
+            " AND state = 'idle' AND pid <> pg_backend_pid()"
+            " AND state_change <= clock_timestamp() - make_interval(secs => %s)"
+            " ORDER BY state_change LIMIT %s"
+        )
+        rows = self.execute_sql(
+            sql, (self.options.application_name, float(idle_seconds), MAX_REAP)
+        ).fetchall()
+        return sum(1 for _, terminated in rows if terminated)
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
     err = driver_error(exc)
     args = getattr(err, "args", ())
     return args[0] if args and isinstance(args[0], int) else None

@@ -57,7 +57,7 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import BaseModel
 
-from .errors import DatabaseUnavailable, ErrorKind, classify
+from .errors import DatabaseUnavailable, ErrorKind, PeeweeServerlessError, classify
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -120,7 +120,7 @@ def error_responses(*statuses: int) -> dict[int, Any]:
     return responses
 
 
-class HTTPError(Exception):
+class HTTPError(PeeweeServerlessError):
     """Raise from a route to answer with ``status`` and the standard JSON error body."""
 
     def __init__(

@@ -263,14 +263,10 @@ def _pinned_session(db: Any) -> contextlib.AbstractContextManager[None]:
 
 
 def _session_id(db: Any) -> int | None:
-    """The server session holding the lock (None for SQLite, whose lock is a file)."""
-    if isinstance(db, MySQLDatabase):
-        sql = "SELECT CONNECTION_ID()"
-    elif isinstance(db, PostgresqlDatabase):
-        sql = "SELECT pg_backend_pid()"
-    else:
-        return None
-    return int(db.execute_sql(sql).fetchone()[0])
+    """The server session holding the lock: the database's connection-id hook (None for
+    SQLite, whose lock is a file, and for databases without the hook)."""
+    hook = getattr(db, "server_connection_id", None)
+    return hook() if hook is not None else None
 
 
 class _SessionGuardedRunner(Runner):

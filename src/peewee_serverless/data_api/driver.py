@@ -395,10 +395,11 @@ def make_client(
     return client
 
 
-#: Clients kept: the configured one plus a few for calls bounded by a near deadline.
-_MAX_CLIENTS = 8
-#: Short timeouts are rounded down to this step so that few clients serve every deadline.
-_TIMEOUT_STEP = 0.5
+#: Clients kept: the configured ones plus one per step of :data:`_BUDGETS` in use.
+_MAX_CLIENTS = 24
+#: Total wait (connect + read, seconds) of the clients used near a deadline: a call gets the
+#: largest that fits in the time left (at least two thirds of it), none below one second.
+_BUDGETS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
 # -- connection and cursor ---------------------------------------------------------------------
@@ -478,9 +479,9 @@ class Connection:
     def _client_for_deadline(self) -> Any:
         """The client whose connect + read timeouts end by :attr:`deadline`.
 
-        The configured client when they do anyway; else one whose connect timeout is at most
-        half a second (a Data API endpoint answers a connect in milliseconds) and whose read
-        timeout is the rest of the time left, rounded down to half seconds (few clients).
+        The configured client when its timeouts end in time anyway; else the client of the
+        largest step of :data:`_BUDGETS` that fits in the time left. Steps, not the exact time
+        left, so that a handful of clients (built once, cached) serve every deadline.
         """
         if self.deadline is None or self._injected:
             return self.client  # a client given by the caller keeps its own timeouts
@@ -488,18 +489,19 @@ class Connection:
         connect_timeout, read_timeout = self._timeouts
         if remaining >= connect_timeout + read_timeout:
             return self.client
-        if remaining < 2 * _TIMEOUT_STEP:
+        budget = next((b for b in reversed(_BUDGETS) if b <= remaining), None)
+        if budget is None:
             raise OperationalError(
                 "no time left before the invocation's deadline for a Data API call",
                 kind=ErrorKind.SERVER_UNAVAILABLE,
                 executed=False,
             )
-        bounded = _TIMEOUT_STEP * int(remaining / _TIMEOUT_STEP)
-        connect = min(connect_timeout, _TIMEOUT_STEP)
+        # A Data API endpoint accepts a connection in milliseconds: a quarter of the budget.
+        connect = min(connect_timeout, budget / 4)
         return make_client(
             region_of(self.resource_arn),
             connect,
-            bounded - connect,
+            min(read_timeout, budget - connect),
             endpoint_url=self._endpoint_url,
         )
 

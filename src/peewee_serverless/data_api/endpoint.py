@@ -638,6 +638,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A burst of cold starts connects at once: the default backlog of 5 would drop SYNs.
+    request_queue_size = 128
     service: DataApiService
 
 

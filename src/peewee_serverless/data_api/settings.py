@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from ..config import ENGINES, ServerlessOptions, _number
 from ..errors import ConfigurationError
+from ..options import ENGINES, ServerlessOptions, _number
 
 __all__ = ["SCHEMES", "data_api_from_env"]
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import string
 from typing import BinaryIO
 
+from ..errors import InvalidInput, PeeweeServerlessError
+
 __all__ = ["BodyTooLarge", "MalformedBody", "read_body"]
 
 _HEX = frozenset(string.hexdigits.encode("ascii"))
@@ -19,11 +21,11 @@ _HEX = frozenset(string.hexdigits.encode("ascii"))
 _MAX_LINE = 1024
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(PeeweeServerlessError):
     """The body is larger than the limit; the rest of it is still unread on the socket."""
 
 
-class MalformedBody(ValueError):
+class MalformedBody(InvalidInput):
     """The Content-Length or a chunk size is not a valid non-negative number."""
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from ..errors import InvalidInput
+
 __all__ = [
     "EVENT_VERSIONS",
     "HttpRequest",
@@ -86,7 +88,7 @@ class HttpResponse:
     body: bytes
 
 
-class MalformedResponseError(ValueError):
+class MalformedResponseError(InvalidInput):
     """The handler returned something API Gateway could not turn into a response (its 502)."""
 
 

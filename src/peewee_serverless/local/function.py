@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import InvalidInput
 from .context import DEFAULT_FUNCTION_NAME, DEFAULT_TIMEOUT_SECONDS
 
 __all__ = [
@@ -50,7 +51,7 @@ RUNTIME_DISTRIBUTIONS = ("awslambdaric", "boto3")
 _PASSED_THROUGH = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-class FunctionError(ValueError):
+class FunctionError(InvalidInput):
     """The function cannot be prepared: bad zip, missing awslambdaric, bad env file."""
 
 

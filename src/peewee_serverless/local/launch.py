@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidInput
 from .context import DEFAULT_FUNCTION_NAME, DEFAULT_TIMEOUT_SECONDS
 from .function import FunctionError, FunctionSpec, read_env_file, runtime_dir, unpack_zip
 from .template import FunctionTemplate, TemplateError, find_template, read_template
@@ -40,7 +41,7 @@ __all__ = ["LaunchError", "Launched", "add_function_arguments", "launch"]
 RUNTIMES = ("inprocess", "ric")
 
 
-class LaunchError(ValueError):
+class LaunchError(InvalidInput):
     """The options do not describe a function that can be run (one line for the user)."""
 
 

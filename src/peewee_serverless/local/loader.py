@@ -8,12 +8,14 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
+from ..errors import InvalidInput
+
 __all__ = ["Handler", "TargetError", "load_handler"]
 
 Handler = Callable[[Any, Any], Any]
 
 
-class TargetError(ValueError):
+class TargetError(InvalidInput):
     """The handler target is malformed, cannot be imported, or is not callable."""
 
 

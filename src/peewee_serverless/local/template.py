@@ -14,12 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidInput
+
 __all__ = ["FunctionTemplate", "TemplateError", "read_template"]
 
 TEMPLATE_NAMES = ("template.yaml", "template.yml")
 
 
-class TemplateError(ValueError):
+class TemplateError(InvalidInput):
     """The template cannot be read or does not describe the function asked for."""
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -178,6 +179,19 @@ def _copy_function(source: FunctionSource, staging: Path) -> None:
         shutil.copyfile(item.path, destination)
 
 
+#: What the `package` command itself needs (the `package` extra), by import name.
+TOOLS = {"pathspec": "pathspec", "packaging": "packaging", "yaml": "PyYAML"}
+
+
+def _require_tools() -> None:
+    missing = [dist for module, dist in TOOLS.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise PackagingError(
+            f"the package command needs the `package` extra ({', '.join(missing)} missing): "
+            'pip install "peewee-serverless[package]"'
+        )
+
+
 def _own_requirements(source: FunctionSource) -> Path | None:
     """The function's requirements.txt: in its folder, else (a package) in the folder SAM builds.
 
@@ -242,6 +256,9 @@ def build_package(
     ``template`` defaults to ``template.yaml`` in the current directory when there is one.
     ``check=False`` skips the import check (cross-builds). The other options go to pip.
     """
+    _require_tools()
+    if handler is not None and "." not in handler.strip("."):
+        raise PackagingError(f"handler must look like module.function, got {handler!r}")
     pip_source = PipSource(
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         find_links=tuple(os.fspath(p) for p in find_links),
@@ -249,6 +266,11 @@ def build_package(
     )
     template_path = Path(template) if template is not None else _default_template()
     source = scan_function(function_dir, layout)
+    if handler is None and not source.handlers and not source.has_module("app"):
+        raise PackagingError(
+            f"no module of {function_dir} defines a top-level `handler` and there is no app.py; "
+            "pass --handler MODULE.FUNCTION"
+        )
     tmpl = None if template_path is None else read_template(template_path, source.folder)
     if template is None and tmpl is not None and tmpl.name is None:
         tmpl = None  # ./template.yaml describes other functions: its Globals are not ours

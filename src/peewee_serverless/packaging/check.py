@@ -51,8 +51,8 @@ _CHECK = r"""
 import importlib, json, sys, traceback
 task, runtime, module_name, attr, driver = sys.argv[1:6]
 sys.path[:0] = [task, runtime]
-def fail(kind, message, where=None):
-    print(json.dumps({"ok": False, "kind": kind, "message": message, "where": where}))
+def fail(kind, message, where=None, name=None):
+    print(json.dumps({"ok": False, "kind": kind, "message": message, "where": where, "name": name}))
     sys.exit(0)
 def origin(exc):
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(task)]
@@ -62,7 +62,7 @@ def origin(exc):
 try:
     module = importlib.import_module(module_name)
 except ModuleNotFoundError as exc:
-    fail("missing", f"No module named {exc.name!r}", origin(exc))
+    fail("missing", f"No module named {exc.name!r}", origin(exc), exc.name)
 except BaseException as exc:
     fail("error", f"{type(exc).__name__}: {exc}", origin(exc))
 obj = module
@@ -130,28 +130,45 @@ def _closure(names: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
     return list(seen.values())
 
 
+def _installed_runtime(source: PipSource) -> Path:
+    """boto3 installed once into the user's cache (this machine has none of its own)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = base / "peewee-serverless" / "import-check-runtime"
+    if (cache / "boto3" / "__init__.py").is_file():
+        return cache
+    partial = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(partial)),
+            *source.args(),
+            *RUNTIME_PACKAGES,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise PackagingError(
+            "cannot install boto3 for the import check (the runtime's stand-in); "
+            "install boto3 here or build with --no-check"
+        )
+    shutil.rmtree(cache, ignore_errors=True)
+    partial.rename(cache)
+    return cache
+
+
 def runtime_stand_in(dest: Path, source: PipSource) -> Path:
-    """Fill ``dest`` with what Lambda's runtime provides (boto3 and its dependencies)."""
+    """A folder with what Lambda's runtime provides (boto3 and its dependencies).
+
+    This machine's own boto3 (pure Python) is linked into ``dest``; without one, boto3 is
+    installed once into ``~/.cache/peewee-serverless/import-check-runtime`` and that is used.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     try:
         dists = _closure(RUNTIME_PACKAGES)
     except importlib.metadata.PackageNotFoundError:
-        done = subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(dest)),
-                *source.args(),
-                *RUNTIME_PACKAGES,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise PackagingError(
-                "cannot install boto3 for the import check (the runtime's stand-in); "
-                "install boto3 here or build with --no-check"
-            ) from None
-        return dest
+        return _installed_runtime(source)
     for dist in dists:
         base = Path(str(dist.locate_file("")))
         for name in _top_levels(dist):
@@ -249,6 +266,12 @@ def check_zip(
         raise PackagingError(
             f"import check: the {engine} driver {driver} is not in the zip ({result['message']}); "
             f"add --extra {engine} or --engine {engine}"
+        )
+    missing = result.get("name") or ""
+    if result["kind"] == "missing" and module_name.startswith(missing) and not result["where"]:
+        raise PackagingError(
+            f"import check: the handler module {module_name} is not in the zip; the handler "
+            "string names the module by its path in the zip (see the layout), or pass --handler"
         )
     if result["kind"] == "missing":
         raise PackagingError(

@@ -113,6 +113,11 @@ class FunctionSource:
             return f"{preferred}.handler"
         return f"{self.handlers[0]}.handler"
 
+    def has_module(self, name: str) -> bool:
+        """Whether the folder has the top-level module ``name`` (``app`` -> app.py)."""
+        wanted = self.prefix.replace(".", "/") + f"{name}.py"
+        return any(item.arcname == wanted for item in self.files)
+
     @property
     def modules(self) -> set[str]:
         """The top-level names the function itself provides in the zip."""

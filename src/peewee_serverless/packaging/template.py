@@ -13,20 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ENGINES
 from ..errors import PackagingError
 
 __all__ = ["ENGINE_EXTRAS", "TemplateFunction", "engine_from_environment", "read_template"]
 
 #: Engine -> the library extra carrying its driver (None: the standard library has it).
 ENGINE_EXTRAS: dict[str, str | None] = {"mysql": "mysql", "postgres": "postgres", "sqlite": None}
-
-_ENGINE_ALIASES = {
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "postgres": "postgres",
-    "postgresql": "postgres",
-    "sqlite": "sqlite",
-}
 
 
 @dataclass(frozen=True)
@@ -130,13 +123,10 @@ def engine_from_environment(environment: dict[str, str]) -> str | None:
     url = environment.get("DATABASE_URL", "")
     if url:
         scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-        for alias, engine in _ENGINE_ALIASES.items():
-            if scheme.startswith(alias):
-                return engine
-        return None
+        return ENGINES.get(scheme)
     engine = environment.get("DB_ENGINE", "").strip().lower()
     if engine:
-        return _ENGINE_ALIASES.get(engine)
+        return ENGINES.get(engine)
     if environment.get("DB_HOST"):
         return "mysql"  # config's rule: a host without an engine is MySQL
     return None
