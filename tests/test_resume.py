@@ -141,14 +141,8 @@ def test_resuming_server_with_too_little_time_answers_503_before_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    if server.engine == "postgres":
-        # Found by this test: the first attempt gets int(3.75) = 3 s, the retry the remaining
-        # 0.7 s rounded UP to libpq's minimum (1 s, which libpq treats as 2 s), so the 503 comes
-        # ~0.1 s after the 4 s Lambda timeout. Bounding libpq attempts by the deadline (never
-        # rounding up, no attempt that cannot end in time) is being fixed in backoff.py.
-        request.applymarker(
-            pytest.mark.xfail(reason="libpq connect attempt rounded up past the deadline")
-        )
+    # PostgreSQL used to answer ~0.1 s late here (libpq's connect_timeout rounded up): its
+    # connect now waits through the deadline-bounded wait callback (peewee_serverless.deadline).
     service = _service(server, proxy, tmp_path, monkeypatch)  # default DB_CONNECT_TIMEOUT (5 s)
     proxy.set_mode("delayed_greeting", seconds=20.0)
     response, outcome = _invoke(service, timeout=4.0)
