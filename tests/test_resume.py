@@ -139,10 +139,7 @@ def test_resuming_server_with_too_little_time_answers_503_before_the_deadline(
     proxy: FaultProxy,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
 ) -> None:
-    # PostgreSQL used to answer ~0.1 s late here (libpq's connect_timeout rounded up): its
-    # connect now waits through the deadline-bounded wait callback (peewee_serverless.deadline).
     service = _service(server, proxy, tmp_path, monkeypatch)  # default DB_CONNECT_TIMEOUT (5 s)
     proxy.set_mode("delayed_greeting", seconds=20.0)
     response, outcome = _invoke(service, timeout=4.0)
