@@ -26,6 +26,7 @@ Running out raises :class:`~peewee_serverless.errors.DeadlineExceeded` (a 503 wi
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -71,7 +72,8 @@ def pg_wait(conn: Any) -> None:
     import psycopg2.extensions as ext
 
     deadline = _DEADLINES.get(conn)
-    if deadline is None:
+    connecting = deadline is None
+    if connecting:
         deadline = getattr(_connecting, "deadline", None)
     fd = conn.fileno()
     while True:
@@ -86,10 +88,12 @@ def pg_wait(conn: Any) -> None:
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
-                # Close the socket now: the traceback keeps this frame (and so ``conn``) alive,
-                # and a half-made connection would stay open into the next freeze until the
-                # garbage collector found it (seen by tests/test_resume.py).
-                conn.close()
+                # A half-made connection would keep its socket open for as long as this
+                # exception's traceback holds ``conn``: close it. (Not during a statement:
+                # psycopg2 holds the connection's lock then and closes it itself.)
+                if connecting:
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
         if state == ext.POLL_READ:
             select.select([fd], [], [], timeout)
