@@ -185,6 +185,7 @@ def test_limit_reached_gives_up_typed_and_counted(server_backend: Any) -> None:
         waiter.connect()  # a slot is free again: the same database object connects
         assert not waiter.is_closed()
     finally:
+        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
         holder.close()
         waiter.close()
         _drop_account(server_backend, account["DB_USER"])
@@ -213,6 +214,7 @@ def test_retry_waits_for_a_slot_to_free(server_backend: Any) -> None:
         assert waiter.events.retries >= 1
         assert waiter.events.gave_up == 0
     finally:
+        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
         holder.close()
         waiter.close()
         _drop_account(server_backend, account["DB_USER"])
@@ -227,10 +229,10 @@ def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backen
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+    db = server_backend.make_db(
+        {"DB_PORT": str(silent.getsockname()[1]), "DB_CONNECT_TIMEOUT": "60"}
+    )
     try:
-        db = server_backend.make_db(
-            {"DB_PORT": str(silent.getsockname()[1]), "DB_CONNECT_TIMEOUT": "60"}
-        )
         db.set_deadline(time.monotonic() + 1.0)
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable):
@@ -239,6 +241,9 @@ def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backen
         assert time.monotonic() - started < 30
         assert db.connect_params["connect_timeout"] in (60, 60.0)  # restored for the next one
     finally:
+        # As the lifecycle does at the end of an invocation: on PostgreSQL a deadline installs
+        # psycopg2's process-wide wait callback, which must not outlive this test.
+        db.set_deadline(None)
         silent.close()
 
 
@@ -285,6 +290,7 @@ def test_a_full_account_is_retried_past_the_old_count(server_backend: Any) -> No
         assert waiter.events.gave_up == 0
         assert waiter.refused_at is not None
     finally:
+        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
         holder.close()
         waiter.close()
         _drop_account(server_backend, account["DB_USER"])
