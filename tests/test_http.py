@@ -129,3 +129,23 @@ def test_unserialisable_return_value_is_a_logged_500(
         status, _, body = answer(make_app(validation), "GET", "/when", version)
     assert (status, body) == (500, {"error": "internal_error", "message": "Internal server error"})
     assert caplog.records, "the failure is logged"
+
+
+@VERSIONS
+def test_an_outage_wrapped_by_another_library_is_still_503(version: str) -> None:
+    """Powertools' idempotency wraps store failures (IdempotencyPersistenceLayerError): the
+    DatabaseUnavailable inside must still answer 503 + Retry-After, not 500."""
+    from peewee_serverless import ServerReadOnly
+
+    app = ApiGatewayResolver()
+
+    @app.get("/wrapped")
+    def wrapped() -> Any:
+        try:
+            raise ServerReadOnly("read-only", retry_after=2)
+        except ServerReadOnly as exc:
+            raise RuntimeError("Failed to save in progress record to idempotency store") from exc
+
+    status, headers, body = answer(app, "GET", "/wrapped", version)
+    assert (status, body["error"]) == (503, "database_unavailable")
+    assert headers["Retry-After"] == "2"

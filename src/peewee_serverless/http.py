@@ -240,6 +240,11 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(Exception)
     def _internal(exc: Exception) -> Response:
+        # A library that wraps what it calls (Powertools' idempotency wraps every store failure
+        # in IdempotencyPersistenceLayerError) must not turn an outage into a 500.
+        unavailable = _wrapped_unavailable(exc)
+        if unavailable is not None:
+            return _unavailable(unavailable)
         logger.exception("unhandled error in route")
         return error_response(500, "internal_error", "Internal server error")
 
@@ -248,6 +253,18 @@ def install_error_handlers(app: Any) -> None:
         @app.not_found
         def _no_route(exc: Exception) -> Response:
             return error_response(404, "not_found", "No such route")
+
+
+def _wrapped_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """The :class:`DatabaseUnavailable` that ``exc`` was raised from or during, if any."""
+    current: BaseException | None = exc
+    for _ in range(16):  # a chain is short; the bound guards against a cycle
+        if current is None:
+            return None
+        if isinstance(current, DatabaseUnavailable):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class _GuardedResponseBuilder(ResponseBuilder[BaseProxyEvent]):
