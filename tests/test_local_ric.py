@@ -510,9 +510,14 @@ def test_serve_reload_of_a_source_folder_ignores_its_own_log_file(tmp_path: Path
             return data
 
         assert body() == b"one"
-        (tmp_path / "app.py").write_text(
+        app = tmp_path / "app.py"
+        before = app.stat()
+        app.write_text(
             "def handler(event, context):\n    return {'statusCode': 200, 'body': 'two'}\n"
         )
+        # Same size and mtime as the source the first container compiled: Python would take
+        # its __pycache__ entry for this edit unless each reload gets a fresh bytecode cache.
+        os.utime(app, ns=(before.st_atime_ns, before.st_mtime_ns))
         _wait_until(lambda: body() == b"two", 30, "the new code to be served")
         body()
     finally:

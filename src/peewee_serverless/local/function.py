@@ -189,6 +189,11 @@ class FunctionSpec:
     init_timeout: float = INIT_TIMEOUT_SECONDS
     python: str = sys.executable
     max_response_bytes: int | None = None
+    #: Where the function's bytecode goes (``PYTHONPYCACHEPREFIX``); ``serve --reload`` gives each
+    #: code generation a fresh one. Python trusts a ``__pycache__`` entry whose source has the
+    #: same size and mtime second, so an edit of the same length within the second of the last
+    #: import would otherwise be served stale after the reload.
+    pycache_prefix: Path | None = None
 
     def __post_init__(self) -> None:
         self.handler = to_lambda_handler(self.handler)
@@ -220,6 +225,8 @@ class FunctionSpec:
         # Lambda passes its role's credentials; locally, the caller's (or the env file's).
         env.update({name: outer[name] for name in _PASSED_THROUGH if outer.get(name)})
         env.update(self.env)
+        if self.pycache_prefix is not None:
+            env["PYTHONPYCACHEPREFIX"] = str(self.pycache_prefix)
         timeout = int(self.timeout) if self.timeout == int(self.timeout) else self.timeout
         # Reserved: Lambda does not let a function's configuration override these.
         env.update(

@@ -313,6 +313,7 @@ def _reloader(
     stack.callback(stop.set)
     watched = Path(args.zip).resolve() if args.zip else Path(os.getcwd())
     generation = [0]
+    pool.spec.pycache_prefix = work / "pycache-0"
 
     python_files = watchfiles.PythonFilter()  # .py/.pyx/.pyd, outside .git, caches, venvs
 
@@ -339,21 +340,23 @@ def _reloader(
             watching.set()
             if not changes:
                 continue
+            generation[0] += 1
             if args.zip:
-                generation[0] += 1
                 try:
                     task_root = unpack_zip(args.zip, work / f"task-{generation[0]}")
                 except FunctionError as exc:
                     log(f"reload: {exc}; keeping the running code")
                     continue
                 pool.spec.task_root = task_root
+            pool.spec.pycache_prefix = work / f"pycache-{generation[0]}"
             names = sorted({os.path.relpath(p, target) for _, p in changes})
             log(f"reload: {', '.join(names[:5])} changed; restarting containers")
             pool.restart()
 
     def on_ready(server: Any) -> None:
         threading.Thread(target=watch, name="reload-watcher", daemon=True).start()
-        watching.wait(10)
+        if not watching.wait(30):
+            log("reload: the watcher did not start within 30 s; changes may be missed")
         print(f"reload: watching {watched}", file=sys.stderr, flush=True)
 
     return on_ready
