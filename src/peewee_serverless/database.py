@@ -53,8 +53,10 @@ from .errors import (
 )
 from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
 from .options import ServerlessOptions
-from .secrets import CredentialSource
 from .stats import ConnectionEvents
+
+if TYPE_CHECKING:
+    from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
