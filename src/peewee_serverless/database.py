@@ -383,7 +383,17 @@ class ServerlessDatabaseMixin:
         """
         from .secrets import connect_with_credentials
 
-        return connect_with_credentials(self, super()._connect)  # type: ignore[misc]
+        return connect_with_credentials(self, self._connect_as)
+
+    def _connect_as(self, credentials: dict[str, Any]) -> Any:
+        # The credentials join this attempt's own parameters (``_params_now``) for this one
+        # driver connect only: never ``connect_params``, which outlives it.
+        attempt = self._attempt
+        self._attempt = {**attempt, **credentials}
+        try:
+            return super()._connect()  # type: ignore[misc]
+        finally:
+            self._attempt = attempt
 
     def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
         """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""
@@ -791,11 +801,15 @@ class ServerlessMySQLDatabase(
         return int(conn.thread_id())  # from the handshake
 
     def _cancel_on_server(self, session: int, within: float) -> None:
+        from .secrets import connect_with_credentials
         from .tls import pymysql_connect
 
-        params = {**self.connect_params, "connect_timeout": within}
-        params.update(read_timeout=within, write_timeout=within)
-        killer = pymysql_connect(database=self.database, autocommit=True, **params)
+        def connect(credentials: dict[str, Any]) -> Any:
+            params = {**self.connect_params, **credentials, "connect_timeout": within}
+            params.update(read_timeout=within, write_timeout=within)
+            return pymysql_connect(database=self.database, autocommit=True, **params)
+
+        killer = connect_with_credentials(self, connect)
         try:
             with killer.cursor() as cursor:
                 cursor.execute(f"KILL QUERY {int(session)}")  # own sessions need no privilege
@@ -882,12 +896,16 @@ class ServerlessPostgresqlDatabase(
 
     def _cancel_on_server(self, session: int, within: float) -> None:
         from .deadline import pg_bounded, pg_connecting, pg_wait_for
+        from .secrets import connect_with_credentials
+
+        def connect(credentials: dict[str, Any]) -> Any:
+            return self._adapter.connect(self, **{**self.connect_params, **credentials})
 
         until = time.monotonic() + within
         bounded = pg_bounded(True)  # so that the connect below ends in time
         pg_connecting(until)
         try:
-            canceller = self._adapter.connect(self, **self.connect_params)
+            canceller = connect_with_credentials(self, connect)
             pg_connecting(None)
             try:
                 pg_wait_for(canceller, until)
