@@ -214,6 +214,10 @@ class ServerlessDatabaseMixin:
 
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
+    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``; the Data API classes set
+    #: theirs too): what code outside the classes (migration locks) is chosen by, rather than
+    #: by ``isinstance`` on Peewee's classes.
+    engine: str = ""
 
     if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
         _state: Any
@@ -736,6 +740,7 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
+    engine = "mysql"
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
 
@@ -841,6 +846,7 @@ class ServerlessPostgresqlDatabase(
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
+    engine = "postgres"
     reaps = True
     connection_id_sql = "SELECT pg_backend_pid()"
 
@@ -944,6 +950,8 @@ class ServerlessSqliteDatabase(
     ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, SqliteDatabase
 ):
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
+
+    engine = "sqlite"
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         # WAL lets readers run beside a writer. Waiting for a lock is Peewee's ``timeout=``
