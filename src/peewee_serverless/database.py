@@ -214,6 +214,10 @@ class ServerlessDatabaseMixin:
 
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
+    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``; the Data API classes set
+    #: theirs too): what code outside the classes (migration locks) is chosen by, rather than
+    #: by ``isinstance`` on Peewee's classes.
+    engine: str = ""
 
     if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
         _state: Any
@@ -383,7 +387,17 @@ class ServerlessDatabaseMixin:
         """
         from .secrets import connect_with_credentials
 
-        return connect_with_credentials(self, super()._connect)  # type: ignore[misc]
+        return connect_with_credentials(self, self._connect_as)
+
+    def _connect_as(self, credentials: dict[str, Any]) -> Any:
+        # The credentials join this attempt's own parameters (``_params_now``) for this one
+        # driver connect only: never ``connect_params``, which outlives it.
+        attempt = self._attempt
+        self._attempt = {**attempt, **credentials}
+        try:
+            return super()._connect()  # type: ignore[misc]
+        finally:
+            self._attempt = attempt
 
     def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
         """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""
@@ -726,6 +740,7 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
+    engine = "mysql"
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
 
@@ -791,11 +806,15 @@ class ServerlessMySQLDatabase(
         return int(conn.thread_id())  # from the handshake
 
     def _cancel_on_server(self, session: int, within: float) -> None:
+        from .secrets import connect_with_credentials
         from .tls import pymysql_connect
 
-        params = {**self.connect_params, "connect_timeout": within}
-        params.update(read_timeout=within, write_timeout=within)
-        killer = pymysql_connect(database=self.database, autocommit=True, **params)
+        def connect(credentials: dict[str, Any]) -> Any:
+            params = {**self.connect_params, **credentials, "connect_timeout": within}
+            params.update(read_timeout=within, write_timeout=within)
+            return pymysql_connect(database=self.database, autocommit=True, **params)
+
+        killer = connect_with_credentials(self, connect)
         try:
             with killer.cursor() as cursor:
                 cursor.execute(f"KILL QUERY {int(session)}")  # own sessions need no privilege
@@ -827,6 +846,7 @@ class ServerlessPostgresqlDatabase(
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
+    engine = "postgres"
     reaps = True
     connection_id_sql = "SELECT pg_backend_pid()"
 
@@ -882,12 +902,16 @@ class ServerlessPostgresqlDatabase(
 
     def _cancel_on_server(self, session: int, within: float) -> None:
         from .deadline import pg_bounded, pg_connecting, pg_wait_for
+        from .secrets import connect_with_credentials
+
+        def connect(credentials: dict[str, Any]) -> Any:
+            return self._adapter.connect(self, **{**self.connect_params, **credentials})
 
         until = time.monotonic() + within
         bounded = pg_bounded(True)  # so that the connect below ends in time
         pg_connecting(until)
         try:
-            canceller = self._adapter.connect(self, **self.connect_params)
+            canceller = connect_with_credentials(self, connect)
             pg_connecting(None)
             try:
                 pg_wait_for(canceller, until)
@@ -926,6 +950,8 @@ class ServerlessSqliteDatabase(
     ConnectRetryMixin, GovernorMixin, ServerlessDatabaseMixin, SqliteDatabase
 ):
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
+
+    engine = "sqlite"
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         # WAL lets readers run beside a writer. Waiting for a lock is Peewee's ``timeout=``

@@ -42,15 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from peewee import (
-    AutoField,
-    DatabaseError,
-    InterfaceError,
-    Model,
-    MySQLDatabase,
-    PostgresqlDatabase,
-    SqliteDatabase,
-)
+from peewee import AutoField, DatabaseError, InterfaceError, Model, SqliteDatabase
 from playhouse.migrations import Migration, MigrationError, Runner, template
 
 from .config import database_from_env
@@ -210,6 +202,14 @@ def _sqlite_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: The lock per engine (the database class's ``engine`` attribute, set per backend).
+_LOCKS: dict[str, Callable[[Any, str, float], contextlib.AbstractContextManager[None]]] = {
+    "mysql": _mysql_lock,
+    "postgres": _postgres_lock,
+    "sqlite": _sqlite_lock,
+}
+
+
 @contextlib.contextmanager
 def migration_lock(
     db: Any, name: str | None = None, timeout: float | None = None
@@ -223,15 +223,13 @@ def migration_lock(
     """
     lock_name = name or default_lock_name(db)
     wait = lock_timeout_from_env() if timeout is None else max(0.0, float(timeout))
-    if isinstance(db, MySQLDatabase):
-        manager = _mysql_lock(db, lock_name, wait)
-    elif isinstance(db, PostgresqlDatabase):
-        manager = _postgres_lock(db, lock_name, wait)
-    elif isinstance(db, SqliteDatabase):
-        manager = _sqlite_lock(db, lock_name, wait)
-    else:
-        raise TypeError(f"no migration lock for {type(db).__name__}")
-    with manager:
+    lock = _LOCKS.get(getattr(db, "engine", ""))
+    if lock is None:
+        raise TypeError(
+            f"no migration lock for {type(db).__name__}: use a peewee-serverless database "
+            "(database_from_env), whose `engine` names the lock"
+        )
+    with lock(db, lock_name, wait):
         yield
 
 
@@ -353,7 +351,7 @@ class _TransactionLockedRunner(Runner):
 
 def _behind_proxy(db: Any) -> bool:
     options = getattr(db, "options", None)
-    return getattr(options, "mode", "direct") == "proxy" and isinstance(db, PostgresqlDatabase)
+    return getattr(options, "mode", "direct") == "proxy" and getattr(db, "engine", "") == "postgres"
 
 
 def run_migrations(
