@@ -14,15 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sam_template import (
-    TemplateError,
-    environment_variables,
-    function_globals,
-    functions,
-    load_template,
-    parameter_defaults,
-    resolve,
-)
+from .. import sam_template as sam
+from ..sam_template import TemplateError
 
 __all__ = ["FunctionTemplate", "TemplateError", "find_template", "read_template"]
 
@@ -75,10 +68,10 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
     """The function in ``path`` whose ``Handler`` is ``handler`` (``module.function``; or ends
     it, as a source-tree import path ends with the zip's), or without ``handler`` the first
     function behind an API event."""
-    doc = load_template(path)
-    params = parameter_defaults(doc)
-    defaults = function_globals(doc)
-    found = functions(doc)
+    doc = sam.load_template(path)
+    params = sam.parameter_defaults(doc)
+    defaults = sam.function_globals(doc)
+    found = sam.functions(doc)
     chosen = None
     for logical_id, props in found:
         if handler is not None and props.get("Handler") == handler:
@@ -100,11 +93,11 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
     logical_id, props = chosen
 
     def prop(name: str) -> Any:
-        return resolve(props.get(name, defaults.get(name)), params)
+        return sam.resolve(props.get(name, defaults.get(name)), params)
 
     environment = {
-        **environment_variables(defaults, params),
-        **environment_variables(props, params),
+        **sam.environment_variables(defaults, params),
+        **sam.environment_variables(props, params),
     }
     memory = _number(prop("MemorySize"), "MemorySize")
     return FunctionTemplate(

@@ -13,17 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import sam_template as sam
 from ..config import ENGINES
 from ..errors import PackagingError
-from ..sam_template import (
-    TemplateError,
-    environment_variables,
-    function_globals,
-    functions,
-    load_template,
-    parameter_defaults,
-    resolve,
-)
+from ..sam_template import TemplateError
 
 __all__ = ["ENGINE_EXTRAS", "TemplateFunction", "engine_from_environment", "read_template"]
 
@@ -44,14 +37,14 @@ class TemplateFunction:
 
 def _text(value: Any, defaults: dict[str, Any]) -> str | None:
     """A scalar setting as text; None for what only CloudFormation can evaluate."""
-    value = resolve(value, defaults)
+    value = sam.resolve(value, defaults)
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     return None
 
 
 def _architecture(props: dict[str, Any], defaults: dict[str, Any]) -> str | None:
-    value = resolve(props.get("Architectures"), defaults)
+    value = sam.resolve(props.get("Architectures"), defaults)
     if isinstance(value, list) and value:
         return _text(value[0], defaults)
     return None
@@ -65,23 +58,23 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
     """
     template_path = Path(path).resolve()
     try:
-        document = load_template(template_path)
+        document = sam.load_template(template_path)
     except TemplateError as exc:
         raise PackagingError(str(exc)) from None
-    defaults = parameter_defaults(document)
-    globals_ = function_globals(document)
-    environment = environment_variables(globals_, defaults)
+    defaults = sam.parameter_defaults(document)
+    globals_ = sam.function_globals(document)
+    environment = sam.environment_variables(globals_, defaults)
     runtime = _text(globals_.get("Runtime"), defaults)
     architecture = _architecture(globals_, defaults)
     name = None
     folder = function_folder.resolve()
-    for logical_id, props in functions(document):
+    for logical_id, props in sam.functions(document):
         code_uri = _text(props.get("CodeUri", globals_.get("CodeUri")), defaults)
         if code_uri is None:
             continue
         where = (template_path.parent / code_uri).resolve()
         if where in (folder, folder.parent):
-            environment = {**environment, **environment_variables(props, defaults)}
+            environment = {**environment, **sam.environment_variables(props, defaults)}
             runtime = _text(props.get("Runtime"), defaults) or runtime
             architecture = _architecture(props, defaults) or architecture
             name = logical_id
