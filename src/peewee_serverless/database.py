@@ -1005,6 +1005,12 @@ class ServerlessSqliteDatabase(
     def _server_in_transaction(self, conn: Any) -> bool:
         return bool(conn.in_transaction)
 
+    def govern(self) -> None:
+        """Nothing to govern: an embedded database has no server whose slots could run short.
+
+        (The governor's base would find no usage to read, on every invocation.)
+        """
+
 
 #: What :func:`~peewee_serverless.database_from_env` returns: one of the concrete classes, each
 #: both a ``peewee.Database`` (``atomic()``, ``create_tables()``, ``Meta.database``...) and a
