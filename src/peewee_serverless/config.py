@@ -28,7 +28,7 @@ from .options import MODES as MODES
 from .options import ServerlessOptions as ServerlessOptions
 from .options import _flag, _number
 from .options import int_setting as int_setting
-from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource
+from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource, masked_repr
 from .tls import TlsSettings, tls_from_env
 
 if TYPE_CHECKING:
@@ -83,12 +83,7 @@ class DatabaseSettings:
     tls: TlsSettings | None = None
 
     def __repr__(self) -> str:
-        shown = "***" if self.password else None
-        return (
-            f"DatabaseSettings(engine={self.engine!r}, database={self.database!r}, "
-            f"host={self.host!r}, port={self.port!r}, user={self.user!r}, password={shown!r}, "
-            f"options={self.options!r})"
-        )
+        return masked_repr(self)
 
     def connect_params(self) -> dict[str, Any]:
         """Keyword arguments for the Peewee database class (driver connect parameters)."""

@@ -214,10 +214,10 @@ class ServerlessDatabaseMixin:
 
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
-    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``; the Data API classes set
-    #: theirs too): what code outside the classes (migration locks) is chosen by, rather than
-    #: by ``isinstance`` on Peewee's classes.
-    engine: str = ""
+    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``), set by each backend's
+    #: class (the Data API classes set theirs too): what code outside the classes (migration
+    #: locks) is chosen by, rather than by ``isinstance`` on Peewee's classes.
+    engine: str
 
     if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
         _state: Any
@@ -598,10 +598,7 @@ class ServerlessDatabaseMixin:
         if getattr(self._state, "broken", False):
             raise ConnectionLost("connection lost inside a transaction; nothing was committed")
         if self._deadline is not None:
-            left = self.time_left()
-            if left is not None and left <= 0:
-                raise self._out_of_time()
-            self._bound_waits(self._state.conn, left)
+            self._bound_by_deadline()
         try:
             super().commit(*args, **kwargs)  # type: ignore[misc]
         except DeadlineExceeded as exc:
@@ -612,15 +609,32 @@ class ServerlessDatabaseMixin:
                 kind=ErrorKind.CONNECTION_LOST,
             ) from exc
         except (DatabaseError, InterfaceError) as exc:
-            kind = classify(exc)
-            if kind is ErrorKind.SERVER_READ_ONLY:
-                raise self._read_only(exc) from exc
-            if kind not in _DEAD:
-                raise
+            kind = self._death_of(exc)
             self._state.broken = True
             raise ConnectionLost(
                 "database connection lost during COMMIT; the outcome is unknown", kind=kind
             ) from exc
+
+    def _death_of(self, exc: DatabaseError | InterfaceError) -> ErrorKind:
+        """How a statement's connection died (``CONNECTION_DEAD`` / ``_LOST``), for the caller
+        to decide on a retry. Any other error is raised from here: a read-only server as
+        :class:`ServerReadOnly` (the connection replaced), the rest as it is."""
+        kind = classify(exc)
+        if kind is ErrorKind.SERVER_READ_ONLY:
+            raise self._read_only(exc) from exc
+        if kind not in _DEAD:
+            raise exc
+        return kind
+
+    def _bound_by_deadline(self) -> None:
+        """Before a statement under a deadline: out of time -> :class:`DeadlineExceeded`;
+        otherwise the connection's waits end by the deadline."""
+        left = self.time_left()
+        if left is not None and left <= 0:
+            raise self._out_of_time()
+        conn = self._state.conn
+        if conn is not None:
+            self._bound_waits(conn, left)
 
     # When may a statement run again on a new connection? The rule:
     #
@@ -643,12 +657,7 @@ class ServerlessDatabaseMixin:
 
     def _run_bounded(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
         """``_run_checked`` with every wait ending by the deadline (see :mod:`.deadline`)."""
-        left = self.time_left()
-        if left is not None and left <= 0:
-            raise self._out_of_time()
-        conn = self._state.conn
-        if conn is not None:
-            self._bound_waits(conn, left)
+        self._bound_by_deadline()
         try:
             return self._run_checked(func, *args, retry_safe=retry_safe, **kwargs)
         except DeadlineExceeded as exc:
@@ -672,11 +681,7 @@ class ServerlessDatabaseMixin:
         try:
             return func(*args, **kwargs)
         except (DatabaseError, InterfaceError) as exc:
-            kind = classify(exc)
-            if kind is ErrorKind.SERVER_READ_ONLY:
-                raise self._read_only(exc) from exc
-            if kind not in _DEAD:
-                raise
+            kind = self._death_of(exc)
             in_txn = self.in_transaction()
             if retry_safe is None:
                 sql = args[0] if args else ""
@@ -709,6 +714,8 @@ def _params_now(db: Any) -> dict[str, Any]:
 class _AttemptPostgresqlDatabase(PostgresqlDatabase):
     """Peewee's ``PostgresqlDatabase._connect`` with the attempt's parameters (same steps)."""
 
+    engine = "postgres"
+
     if TYPE_CHECKING:  # set by PostgresqlDatabase.init (untyped)
         _adapter: Any
         _isolation_level: Any
@@ -729,6 +736,8 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
     process instead of building one (~20 ms) per connect.
     """
 
+    engine = "mysql"
+
     def _connect(self) -> Any:
         from .tls import pymysql_connect
 
@@ -740,7 +749,6 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
-    engine = "mysql"
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
 
@@ -846,7 +854,6 @@ class ServerlessPostgresqlDatabase(
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
-    engine = "postgres"
     reaps = True
     connection_id_sql = "SELECT pg_backend_pid()"
 
