@@ -252,14 +252,15 @@ def test_example_zip_answers_in_a_clean_venv(
 
 
 #: What only a developer's machine uses: the local runtime, the `package` command, the pytest
-#: plugin for users' tests, the local Data API stand-in and the model generator. None of it goes
-#: into a function zip.
+#: plugin for users' tests, the local Data API stand-in, the model generator and the template
+#: reader. None of it goes into a function zip.
 DEVELOPMENT_ONLY = (
     "peewee_serverless/local/",
     "peewee_serverless/packaging/",
     "peewee_serverless/testing/",
     "peewee_serverless/data_api/endpoint.py",
     "peewee_serverless/introspect.py",
+    "peewee_serverless/sam_template.py",
 )
 
 

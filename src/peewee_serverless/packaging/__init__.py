@@ -12,8 +12,8 @@
 3. installs all of that with **one** pip resolution as Linux wheels for the Lambda runtime
    (:mod:`.requirements`), copies this library (the imported copy, so an editable checkout
    ships its current source; without the development-only parts: ``local``, ``packaging``,
-   the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py`` and the
-   model generator ``introspect.py``) and
+   the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py``, the
+   model generator ``introspect.py`` and the template reader ``sam_template.py``) and
    the function; strips caches, tests, console scripts and the runtime-provided boto3;
 4. writes a deterministic zip (:mod:`.archive`) to a temporary file, unpacks it and imports
    the handler in a fresh interpreter as Lambda would (:mod:`.check`); only then moves it to
@@ -79,8 +79,16 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 
 #: Parts of this library that only a developer's machine uses (never imported in Lambda), as
 #: paths inside the package: the local runtime, this command, the pytest plugin, the local
-#: Data API stand-in (``data-api serve``) and the model generator (``models``).
-DEVELOPMENT_ONLY = ("local", "packaging", "testing", "data_api/endpoint.py", "introspect.py")
+#: Data API stand-in (``data-api serve``), the model generator (``models``) and the SAM
+#: template reader both local tools share.
+DEVELOPMENT_ONLY = (
+    "local",
+    "packaging",
+    "testing",
+    "data_api/endpoint.py",
+    "introspect.py",
+    "sam_template.py",
+)
 
 #: Imports that need the ``api`` extra (Powertools resolver, pydantic models, idempotency).
 API_IMPORTS = (
