@@ -19,7 +19,7 @@ from peewee import CharField, DateField, DecimalField, ForeignKeyField, Model
 from peewee_serverless import database_from_env
 from peewee_serverless.introspect import generate_models
 
-from .conftest import Backend
+from .conftest import Backend, make_backend
 
 QUERY = """
 import json
@@ -166,3 +166,54 @@ def test_a_bad_setting_is_one_line_exit_2(tmp_path: Path) -> None:
     done = _cli(tmp_path, _env({"DB_ENGINE": "nope"}))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "DB_ENGINE" in done.stderr
+
+
+def test_views_become_models_with_views(backend: Backend, tmp_path: Path) -> None:
+    _make_schema(backend)
+    backend.query("CREATE VIEW book_title AS SELECT id, title FROM book")
+    try:
+        without = _cli(tmp_path, _env(backend.env))
+        assert without.returncode == 0, without.stderr
+        assert "class BookTitle(" not in without.stdout
+        done = _cli(tmp_path, _env(backend.env), "--views", "-o", str(tmp_path / "gen_views.py"))
+        assert done.returncode == 0, done.stderr
+        ran = subprocess.run(
+            [sys.executable, "-c", "import gen_views as m; print(m.BookTitle.get().title)"],
+            cwd=tmp_path,
+            env=_env(backend.env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "Notes\n"
+    finally:
+        backend.query("DROP VIEW book_title")
+
+
+def test_schema_reads_another_postgres_schema(tmp_path: Path) -> None:
+    backend = make_backend("postgres", tmp_path)  # schemas inside one database: PostgreSQL's
+    backend.query("DROP SCHEMA IF EXISTS pst_reports CASCADE")
+    backend.query("CREATE SCHEMA pst_reports")
+    try:
+        backend.query("CREATE TABLE pst_reports.total (id serial PRIMARY KEY, n integer)")
+        backend.query("INSERT INTO pst_reports.total (n) VALUES (42)")
+        env = _env(backend.env)
+        done = _cli(tmp_path, env, "--schema", "pst_reports", "-o", str(tmp_path / "gen_rep.py"))
+        assert done.returncode == 0, done.stderr
+        assert "schema = 'pst_reports'" in (tmp_path / "gen_rep.py").read_text()
+        ran = subprocess.run(
+            [sys.executable, "-c", "import gen_rep as m; print(m.Total.get().n)"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "42\n"
+        empty = _cli(tmp_path, env, "--schema", "pst_nothing_here")
+        assert empty.returncode == 2 and "no tables in schema 'pst_nothing_here'" in empty.stderr
+    finally:
+        backend.query("DROP SCHEMA IF EXISTS pst_reports CASCADE")
+        backend.close()

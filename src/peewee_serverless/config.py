@@ -85,12 +85,9 @@ class DatabaseSettings:
     tls: TlsSettings | None = None
 
     def __repr__(self) -> str:
-        shown = "***" if self.password else None
-        return (
-            f"DatabaseSettings(engine={self.engine!r}, database={self.database!r}, "
-            f"host={self.host!r}, port={self.port!r}, user={self.user!r}, password={shown!r}, "
-            f"options={self.options!r})"
-        )
+        from .secrets import masked_repr  # not at import: a repr is rare, the import is not
+
+        return masked_repr(self)
 
     def connect_params(self) -> dict[str, Any]:
         """Keyword arguments for the Peewee database class (driver connect parameters)."""

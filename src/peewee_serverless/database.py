@@ -218,10 +218,10 @@ class ServerlessDatabaseMixin:
 
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
-    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``; the Data API classes set
-    #: theirs too): what code outside the classes (migration locks) is chosen by, rather than
-    #: by ``isinstance`` on Peewee's classes.
-    engine: str = ""
+    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``), set by each backend's
+    #: class (the Data API classes set theirs too): what code outside the classes (migration
+    #: locks) is chosen by, rather than by ``isinstance`` on Peewee's classes.
+    engine: str
 
     if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
         _state: Any
@@ -621,15 +621,22 @@ class ServerlessDatabaseMixin:
                 kind=ErrorKind.CONNECTION_LOST,
             ) from exc
         except (DatabaseError, InterfaceError) as exc:
-            kind = classify(exc)
-            if kind is ErrorKind.SERVER_READ_ONLY:
-                raise self._read_only(exc) from exc
-            if kind not in _DEAD:
-                raise
+            kind = self._death_of(exc)
             self._state.broken = True
             raise ConnectionLost(
                 "database connection lost during COMMIT; the outcome is unknown", kind=kind
             ) from exc
+
+    def _death_of(self, exc: DatabaseError | InterfaceError) -> ErrorKind:
+        """How a statement's connection died (``CONNECTION_DEAD`` / ``_LOST``), for the caller
+        to decide on a retry. Any other error is raised from here: a read-only server as
+        :class:`ServerReadOnly` (the connection replaced), the rest as it is."""
+        kind = classify(exc)
+        if kind is ErrorKind.SERVER_READ_ONLY:
+            raise self._read_only(exc) from exc
+        if kind not in _DEAD:
+            raise exc
+        return kind
 
     # When may a statement run again on a new connection? The rule:
     #
@@ -698,11 +705,7 @@ class ServerlessDatabaseMixin:
         retry_safe: bool | None,
     ) -> Any:
         """A statement failed: raise the right error, or reconnect and run it once more."""
-        kind = classify(exc)
-        if kind is ErrorKind.SERVER_READ_ONLY:
-            raise self._read_only(exc) from exc
-        if kind not in _DEAD:
-            raise exc
+        kind = self._death_of(exc)
         in_txn = self.in_transaction()
         if retry_safe is None:
             sql = args[0] if args else ""
@@ -733,6 +736,8 @@ def _params_now(db: Any) -> dict[str, Any]:
 class _AttemptPostgresqlDatabase(PostgresqlDatabase):
     """Peewee's ``PostgresqlDatabase._connect`` with the attempt's parameters (same steps)."""
 
+    engine = "postgres"
+
     if TYPE_CHECKING:  # set by PostgresqlDatabase.init (untyped)
         _adapter: Any
         _isolation_level: Any
@@ -753,6 +758,8 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
     process instead of building one (~20 ms) per connect.
     """
 
+    engine = "mysql"
+
     def _connect(self) -> Any:
         from .tls import pymysql_connect
 
@@ -764,7 +771,6 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
-    engine = "mysql"
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
 
@@ -870,7 +876,6 @@ class ServerlessPostgresqlDatabase(
 ):
     """PostgreSQL (psycopg2) with serverless connection handling."""
 
-    engine = "postgres"
     reaps = True
     connection_id_sql = "SELECT pg_backend_pid()"
 

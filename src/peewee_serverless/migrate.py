@@ -124,6 +124,13 @@ def _timed_out(name: str, timeout: float, exc: BaseException | None = None) -> M
     return err
 
 
+def _quietly(db: Any, sql: str, params: tuple[Any, ...]) -> None:
+    """Run a clean-up statement (release a lock, restore a setting) whose failure changes
+    nothing: a session that died has released its locks and settings already."""
+    with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
+        db.execute_sql(sql, params)
+
+
 @contextlib.contextmanager
 def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
     lock = _mysql_lock_name(name)
@@ -134,9 +141,24 @@ def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-            # A dead session has released the lock already.
-            db.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+        _quietly(db, "SELECT RELEASE_LOCK(%s)", (lock,))
+
+
+def _pg_wait_for_lock(
+    db: Any, function: str, key: int, name: str, timeout: float, *, local: bool
+) -> None:
+    """``SELECT function(key)`` (an advisory lock) waiting ``timeout`` at most, else
+    :class:`MigrationLockTimeout`. The wait is ``lock_timeout`` (any lock, advisory ones
+    included: SQLSTATE 55P03 lock_not_available), set for the transaction (``local``) or the
+    session; at least 1 ms, because 0 would mean "wait forever"."""
+    wait_ms = f"{max(1, int(timeout * 1000))}ms"
+    db.execute_sql("SELECT set_config('lock_timeout', %s, %s)", (wait_ms, local))
+    try:
+        db.execute_sql(f"SELECT {function}(%s)", (key,))
+    except DatabaseError as exc:
+        if getattr(driver_error(exc), "pgcode", None) != "55P03":
+            raise
+        raise _timed_out(name, timeout, exc) from exc
 
 
 @contextlib.contextmanager
@@ -147,25 +169,15 @@ def _postgres_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
         if not got:
             raise _timed_out(name, timeout)
     else:
-        # lock_timeout bounds the wait on any lock, advisory ones included (SQLSTATE 55P03);
-        # at least 1ms, because 0 would mean "wait forever".
         previous = db.execute_sql("SHOW lock_timeout").fetchone()[0]
-        wait_ms = f"{max(1, int(timeout * 1000))}ms"
-        db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (wait_ms,))
         try:
-            db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
-        except DatabaseError as exc:
-            if getattr(driver_error(exc), "pgcode", None) != "55P03":
-                raise
-            raise _timed_out(name, timeout, exc) from exc
+            _pg_wait_for_lock(db, "pg_advisory_lock", key, name, timeout, local=False)
         finally:
-            with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-                db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (previous,))
+            _quietly(db, "SELECT set_config('lock_timeout', %s, false)", (previous,))
     try:
         yield
     finally:
-        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        _quietly(db, "SELECT pg_advisory_unlock(%s)", (key,))
 
 
 @contextlib.contextmanager
@@ -306,16 +318,9 @@ class _TransactionLockedRunner(Runner):
         self._skipped: set[str] = set()
 
     def _lock(self) -> None:
-        db = self.database
-        wait_ms = f"{max(1, int(self._timeout * 1000))}ms"
-        # is_local=true: SET LOCAL, gone at COMMIT, never leaks into another client's session.
-        db.execute_sql("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
-        try:
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (self._key,))
-        except DatabaseError as exc:
-            if getattr(driver_error(exc), "pgcode", None) != "55P03":
-                raise
-            raise _timed_out(self._lock_name, self._timeout, exc) from exc
+        # local: SET LOCAL, gone at COMMIT, never leaks into another client's session.
+        db, key, name = self.database, self._key, self._lock_name
+        _pg_wait_for_lock(db, "pg_advisory_xact_lock", key, name, self._timeout, local=True)
 
     def _create_history(self) -> None:
         # Two first-ever migrators creating the table at once would collide in the catalog.

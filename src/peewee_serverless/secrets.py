@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, DatabaseUnavailable, ErrorKind, classify
@@ -81,11 +81,19 @@ class Credentials:
     database: str | None = None
 
     def __repr__(self) -> str:
-        shown = "***" if self.password else None
-        return (
-            f"Credentials(user={self.user!r}, password={shown!r}, host={self.host!r}, "
-            f"port={self.port!r}, database={self.database!r})"
-        )
+        return masked_repr(self)
+
+
+def masked_repr(obj: Any) -> str:
+    """A dataclass's repr with its ``password`` shown as ``'***'`` (or ``None`` when unset) and
+    the other fields as the dataclass shows them: the one rule for every settings object."""
+    shown = []
+    for f in fields(obj):
+        if f.name == "password":
+            shown.append(f"password={'***' if obj.password else None!r}")
+        elif f.repr:
+            shown.append(f"{f.name}={getattr(obj, f.name)!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
 
 
 @runtime_checkable
