@@ -13,7 +13,7 @@ together do not all come back together:
   jitter serves the newest waiter first: a fresh invocation probes at 50, 150, 450 ms while one
   refused for ten seconds sleeps the full cap, so in a burst where slots change hands after
   every invocation the oldest waiters were the ones that ran into their deadline. With aging
-  a waiter polls more often the longer it has waited (every ~0.2-0.4 s after 20 s with the
+  a waiter polls more often the longer it has waited (at most every ~0.2 s after 20 s with the
   defaults), which brings the order of service closer to first come, first served without a
   coordinator; the total rate of attempts stays bounded by the waiters' number.
 
@@ -73,8 +73,8 @@ class Backoff:
     cap: float = 2.0
     retries: int = 10
     jitter: str = "decorrelated"
-    #: Decorrelated jitter's cap halves once this many seconds were waited (0: no aging).
-    aging: float = 5.0
+    #: Decorrelated jitter's cap is halved once this many seconds were waited (0: no aging).
+    aging: float = 2.0
 
     def __post_init__(self) -> None:
         if self.base <= 0 or self.cap < self.base:
