@@ -316,6 +316,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = ""
     return "\n".join(lines)
 
 
+def write_marked_section(path: Path, section: str, start: str, end: str) -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) into ``path`` in place
+    of the part between those markers, or append it; the rest of the file is left as it is, so
+    each scenario script rewrites only its own section of ``docs/benchmarks.md``."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
 @dataclass
 class Target:
     """One of the issue's targets and whether this run met it."""

@@ -126,21 +126,9 @@ def markdown(times: dict[str, list[float]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the ``connect`` section of ``path``."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure and write the section."""
-    from bench.common import DEFAULT_DATABASE, ensure_database
+    from bench.common import DEFAULT_DATABASE, ensure_database, write_marked_section
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -153,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     times = measure(args.rounds, args.database)
     section = markdown(times, f"python bench/connect.py --rounds {args.rounds}")
     if not args.no_write:
-        write_section(Path(args.output), section)
+        write_marked_section(Path(args.output), section, MARK_START, MARK_END)
     print(section)
     return 0
 

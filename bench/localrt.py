@@ -288,15 +288,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
     }
     rows = []
     for name, modes in result["throughput"].items():
-        row = [name]
+        cells = [name]
         for mode in ("keep-alive", "close"):
             r = modes.get(mode)
             if r is None:
-                row += ["n/a", ""]
+                cells += ["n/a", ""]
             else:
-                row += [f"{r['rps']:,.0f}", f"{r['rps'] / base[mode]:.2f}x"]
-        row.append(str(sum(m["errors"] for m in modes.values())))
-        rows.append(row)
+                cells += [f"{r['rps']:,.0f}", f"{r['rps'] / base[mode]:.2f}x"]
+        cells.append(str(sum(m["errors"] for m in modes.values())))
+        rows.append(cells)
     cold = result["cold"]
     inproc_first = _median(cold["in-process"], "first_ms")
 
@@ -347,18 +347,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from bench.common import write_marked_section
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="load per row and mode")
     parser.add_argument("--clients", type=int, default=4)
@@ -394,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_chalice:
             try:
                 python = chalice_python()
-                port = _free_port()
+                chalice_port = _free_port()
                 chalice_env = {**base_env, "BENCH_SQLITE": str(sqlite)}
                 chalice_env.pop("PYTHONPATH")
                 chalice = python.with_name("chalice")
-                command = [str(chalice), "local", "--port", str(port)]
-                servers["chalice local"] = (command, chalice_env, chalice_project(work), port)
+                command = [str(chalice), "local", "--port", str(chalice_port)]
+                project = chalice_project(work)
+                servers["chalice local"] = (command, chalice_env, project, chalice_port)
             except (subprocess.SubprocessError, OSError) as exc:
                 result["chalice_note"] = f"(chalice could not be installed: {exc})"
         with contextlib.ExitStack() as stack:
@@ -439,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
             result["cold"]["container"].append(cold_container(spec, ids[0]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    command = "python bench/localrt.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = markdown(result, command.strip())
+    shown = "python bench/localrt.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    section = markdown(result, shown.strip())
     print(section)
     if not args.no_write:
-        write_section(Path(args.output), section)
+        write_marked_section(Path(args.output), section, MARK_START, MARK_END)
     return 0
 
 

@@ -46,6 +46,7 @@ from bench.burst import (  # noqa: E402
     drop_account,
     serverless_env,
 )
+from bench.common import write_marked_section  # noqa: E402
 
 MARK_START = "<!-- pgbouncer:start -->"
 MARK_END = "<!-- pgbouncer:end -->"
@@ -237,21 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python bench/pgbouncer.py " + " ".join(shown)).strip()
     section = markdown(outcomes, command, _versions())
     if not args.no_write:
-        write_section_between(Path(args.output), section)
+        write_marked_section(Path(args.output), section, MARK_START, MARK_END)
     print(section)
     return 0
-
-
-def write_section_between(path: Path, section: str) -> None:
-    """Replace (or append) the ``pgbouncer`` section of ``path``, leaving the rest untouched."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

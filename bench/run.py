@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -48,6 +49,15 @@ def _runner(key: str) -> Callable[[Budget, Sequence[str], str], Section]:
     from importlib import import_module
 
     return import_module(f"bench.{key}").run  # type: ignore[no-any-return]
+
+
+def load_average() -> str:
+    """``uptime``'s load averages (1, 5, 15 min): how much other work shared the cores."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min)"
 
 
 def existing_burst_section(path: Path) -> str:
@@ -108,8 +118,9 @@ def render(
     command: str,
     elapsed: float,
     plot_name: str | None,
+    load: Sequence[str] = (),
 ) -> str:
-    """The whole Markdown document."""
+    """The whole Markdown document (``load``: the machine's load averages during the run)."""
     targets = [t for s in sections.values() for t in s.targets]
     lines = [
         "# Benchmarks",
@@ -123,7 +134,7 @@ def render(
         "",
         "## Machine",
         "",
-        table(["", ""], machine(engines), "ll"),
+        table(["", ""], [*machine(engines), *(("load average", x) for x in load)], "ll"),
         "",
         "## Targets",
         "",
@@ -249,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown engine/scenario: {', '.join(sorted(unknown))}")
     output = Path(args.output)
+    load = [f"{load_average()} at the start"]
     started = time.perf_counter()
     sections: dict[str, Section] = {}
     burst_status = ""
@@ -275,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command,
         time.perf_counter() - started,
         png.name if plotted else None,
+        [*load, f"{load_average()} at the end"],
     )
     text += kept_sections(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ be produced by the servers themselves. This proxy sits between the driver and a 
         proxy.set_mode("blackhole")           # nothing arrives any more, nothing is closed
         proxy.set_mode("latency", seconds=0.3)
         proxy.set_mode("delayed_greeting", seconds=2.0)
+        proxy.set_mode("drop_commit_answer", after=(b"INSERT INTO",))
         proxy.reset()                         # RST every open connection now
         proxy.set_mode("pass")
 
@@ -36,6 +37,13 @@ Modes (``set_mode``; they apply at once to open connections unless said otherwis
     for connections opened from now on, the server's first bytes are held ``seconds`` (MySQL's
     greeting; PostgreSQL's answer to the startup packet): a server that accepts the TCP
     connection and answers late, like an Aurora Serverless cluster resuming.
+``drop_commit_answer``
+    one shot: the first ``COMMIT`` a client sends after a statement containing one of ``after``
+    (byte strings; default: any ``INSERT``, ``UPDATE`` or ``DELETE``) reaches the server, then
+    the client's connection is reset before the answer arrives and the answer is dropped (the
+    server session ends). The transaction committed and the client cannot know it: the lost
+    COMMIT answer of a network failure. The proxy then goes back to ``pass``; :attr:`cuts`
+    counts the cuts.
 
 The proxy runs an asyncio loop in a daemon thread; every public method is thread-safe and
 returns once the change is in effect. :attr:`connections` counts accepted client connections.
@@ -54,7 +62,17 @@ from typing import Any
 
 __all__ = ["MODES", "FaultProxy"]
 
-MODES = ("pass", "blackhole", "half_open", "latency", "reset", "delayed_greeting")
+MODES = (
+    "pass",
+    "blackhole",
+    "half_open",
+    "latency",
+    "reset",
+    "delayed_greeting",
+    "drop_commit_answer",
+)
+#: ``drop_commit_answer``'s default ``after``: the statements that write.
+WRITES = (b"INSERT", b"UPDATE", b"DELETE")
 _CHUNK = 65536
 
 
@@ -75,6 +93,9 @@ class _Link:
         self.server: asyncio.StreamWriter | None = None
         self.greeting_delay = greeting_delay
         self.tasks: list[asyncio.Task[None]] = []
+        #: drop_commit_answer: the client sent an ``after`` statement / its COMMIT was cut.
+        self.wrote = False
+        self.cut = False
 
 
 class FaultProxy:
@@ -86,7 +107,10 @@ class FaultProxy:
         self.port = 0
         self.mode = "pass"
         self.seconds = 0.0
+        self.after: tuple[bytes, ...] = WRITES
         self.connections = 0
+        #: COMMIT answers dropped by ``drop_commit_answer``.
+        self.cuts = 0
         self._links: set[_Link] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -115,11 +139,16 @@ class FaultProxy:
         self.stop()
 
     # -- faults --------------------------------------------------------------------------------
-    def set_mode(self, mode: str, seconds: float = 0.0) -> None:
-        """Switch to ``mode`` (see the module docstring); ``seconds`` for latency / greeting."""
+    def set_mode(
+        self, mode: str, seconds: float = 0.0, *, after: tuple[bytes, ...] = WRITES
+    ) -> None:
+        """Switch to ``mode`` (see the module docstring); ``seconds`` for latency / greeting,
+        ``after`` for drop_commit_answer."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self._call(self._set_mode(mode, float(seconds)))
+        if not after or not all(isinstance(a, bytes) and a for a in after):
+            raise ValueError(f"after must be non-empty byte strings, got {after!r}")
+        self._call(self._set_mode(mode, float(seconds), tuple(after)))
 
     def reset(self) -> None:
         """Reset (RST) every open connection now; the mode is unchanged."""
@@ -142,8 +171,10 @@ class FaultProxy:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _set_mode(self, mode: str, seconds: float) -> None:
-        self.mode, self.seconds = mode, seconds
+    async def _set_mode(self, mode: str, seconds: float, after: tuple[bytes, ...]) -> None:
+        self.mode, self.seconds, self.after = mode, seconds, after
+        for link in self._links:
+            link.wrote = False  # drop_commit_answer looks at what is sent from now on
         if mode == "half_open":
             for link in list(self._links):
                 if link.server is not None:
@@ -182,6 +213,20 @@ class FaultProxy:
         link.tasks.append(asyncio.ensure_future(self._pump(reader, up_writer, link, False)))
         link.tasks.append(asyncio.ensure_future(self._pump(up_reader, writer, link, True)))
 
+    def _cuts_here(self, link: _Link, data: bytes) -> bool:
+        """drop_commit_answer: is ``data`` (client to server) the COMMIT to cut? One shot."""
+        if self.mode != "drop_commit_answer":
+            return False
+        if any(statement in data for statement in self.after):
+            link.wrote = True
+            return False
+        if not (link.wrote and b"COMMIT" in data):
+            return False
+        self.mode = "pass"
+        self.cuts += 1
+        link.cut = True
+        return True
+
     async def _pump(
         self,
         reader: asyncio.StreamReader,
@@ -195,6 +240,8 @@ class FaultProxy:
                 data = await reader.read(_CHUNK)
                 if not data:
                     break
+                if from_server and link.cut:
+                    break  # the cut COMMIT's answer: dropped, and the session ends below
                 if from_server and first and link.greeting_delay > 0:
                     await asyncio.sleep(link.greeting_delay)
                 first = False
@@ -204,8 +251,12 @@ class FaultProxy:
                     continue  # swallowed
                 if from_server and link.server is None:
                     continue  # half-open: the server side is gone
+                cut = not from_server and self._cuts_here(link, data)
                 writer.write(data)
                 await writer.drain()
+                if cut:
+                    _rst(link.client)  # the COMMIT is on its way; its answer never returns
+                    return
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:

@@ -9,7 +9,7 @@ must hold exactly that row, and no attempt may answer "Email already exists".
 Every attempt is a real ``peewee-serverless invoke`` process of the example
 (``tests.apps.crashing_users``, which SIGKILLs itself at ``PST_CRASH_AT``) against a private
 MariaDB / PostgreSQL server; the lost COMMIT answer comes from a loopback proxy
-(:class:`CommitAnswerDropper`, on ``tests/faultproxy.py``) that forwards the transaction's
+(``tests/faultproxy.py`` in its ``drop_commit_answer`` mode) that forwards the transaction's
 COMMIT to the server and resets the client's connection before the answer.
 """
 
@@ -32,7 +32,7 @@ from peewee_serverless.local.events import HttpRequest, build_event
 from peewee_serverless.migrate import run_migrations
 
 from .conftest import EXAMPLE_MIGRATIONS, ROOT
-from .faultproxy import FaultProxy, _rst
+from .faultproxy import FaultProxy
 from .servers import PrivateServer, private_server
 
 #: Simulated Lambda timeout of every attempt: a crashed attempt's claim lapses after it.
@@ -153,55 +153,18 @@ def test_crash_at_each_point_then_retry_gets_the_one_user(
         assert {a[0] for a in answers[1:-1]} <= {409, 503}
 
 
-class CommitAnswerDropper(FaultProxy):
-    """Forwards everything; when :attr:`armed`, the first ``COMMIT`` after an ``INSERT INTO
-    users`` reaches the server, and the client's connection is reset before the answer: the
-    client cannot know whether its transaction committed (it did)."""
-
-    armed = False
-    cuts = 0
-
-    async def _pump(
-        self, reader: Any, writer: Any, link: Any, from_server: bool
-    ) -> None:  # the base's loop, plus the cut
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                if from_server and getattr(link, "cut", False):
-                    link.server.close()  # the COMMIT's answer arrived: drop it, end the session
-                    return
-                if not from_server and self.armed:
-                    if b'INSERT INTO "users"' in data or b"INSERT INTO `users`" in data:
-                        link.saw_insert = True
-                    elif getattr(link, "saw_insert", False) and b"COMMIT" in data:
-                        self.armed = False
-                        self.cuts += 1
-                        link.cut = True
-                        writer.write(data)
-                        await writer.drain()
-                        _rst(link.client)
-                        return
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        if getattr(link, "cut", False):
-            return
-        if link in self._links:
-            self._links.discard(link)
-            for other in (link.client, link.server):
-                if other is not None:
-                    other.close()
+#: The example's user INSERT, as Peewee quotes it on PostgreSQL and on MySQL/MariaDB.
+USER_INSERT = (b'INSERT INTO "users"', b"INSERT INTO `users`")
 
 
 def test_lost_commit_answer_then_retry_gets_the_one_user(
     server: PrivateServer, env: dict[str, str]
 ) -> None:
-    with CommitAnswerDropper(server.host, server.port) as proxy:
+    with FaultProxy(server.host, server.port) as proxy:
         via_proxy = dict(env, DB_HOST=proxy.host, DB_PORT=str(proxy.port))
-        proxy.armed = True
+        # The transaction that writes the user (not the idempotency claim's): its COMMIT
+        # reaches the server, the answer does not reach the client.
+        proxy.set_mode("drop_commit_answer", after=USER_INSERT)
         answers = post_until_final(via_proxy, "lost-commit")
         assert proxy.cuts == 1
     first_status, first_body = answers[0]

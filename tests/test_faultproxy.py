@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +22,16 @@ def server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
         yield srv
 
 
-def _connect(server: PrivateServer, proxy: FaultProxy, timeout: float = 1.0) -> Any:
+def _connect(
+    server: PrivateServer, proxy: FaultProxy, timeout: float = 1.0, database: str | None = None
+) -> Any:
     """A driver connection through the proxy whose every wait is bounded by ``timeout``."""
     if server.engine == "mysql":
         return pymysql.connect(
             host=proxy.host,
             port=proxy.port,
             user="root",
+            database=database,
             connect_timeout=timeout,
             read_timeout=timeout,
             write_timeout=timeout,
@@ -37,7 +41,7 @@ def _connect(server: PrivateServer, proxy: FaultProxy, timeout: float = 1.0) -> 
         host=proxy.host,
         port=proxy.port,
         user="postgres",
-        dbname="postgres",
+        dbname=database or "postgres",
         connect_timeout=max(2, int(timeout)),
         options=f"-c statement_timeout={int(timeout * 1000)}",
         keepalives=1,
@@ -125,3 +129,47 @@ def test_latency_delays_but_delivers(server: PrivateServer) -> None:
         proxy.set_mode("latency", seconds=0.05)
         assert _select(conn, 3) == 3
         conn.close()
+
+
+def _insert_and_commit(server: PrivateServer, conn: Any, value: int) -> None:
+    """One transaction writing ``value`` (the PyMySQL connection above autocommits: not here)."""
+    if server.engine == "mysql":
+        conn.autocommit(False)
+    with conn.cursor() as cur:
+        cur.execute(f"INSERT INTO fp_cut (id) VALUES ({value})")
+    conn.commit()
+
+
+def test_drop_commit_answer_commits_but_the_client_never_hears_it(server: PrivateServer) -> None:
+    server.query("DROP TABLE IF EXISTS fp_cut", database=server.test_db)
+    server.query("CREATE TABLE fp_cut (id INTEGER PRIMARY KEY)", database=server.test_db)
+
+    def committed() -> list[tuple[Any, ...]]:
+        return server.query("SELECT id FROM fp_cut ORDER BY id", database=server.test_db)
+
+    with FaultProxy(server.host, server.port) as proxy:
+        conn = _connect(server, proxy, timeout=5.0, database=server.test_db)
+        proxy.set_mode("drop_commit_answer", after=(b"INSERT INTO fp_cut",))
+        _select(conn)
+        conn.commit()  # a COMMIT after no matching write: forwarded and answered
+        assert proxy.cuts == 0
+        with pytest.raises((pymysql.err.OperationalError, psycopg2.Error)):
+            _insert_and_commit(server, conn, 1)
+        assert (proxy.cuts, proxy.mode) == (1, "pass")
+        # The server got the COMMIT: the row appears (the server may still be writing it).
+        deadline = time.monotonic() + 10
+        while committed() != [(1,)]:
+            assert time.monotonic() < deadline, committed()
+            time.sleep(0.05)  # polling the server's state, bounded by the deadline
+        # One shot: the next transaction goes through untouched.
+        again = _connect(server, proxy, timeout=5.0, database=server.test_db)
+        _insert_and_commit(server, again, 2)
+        again.close()
+        assert committed() == [(1,), (2,)]
+        assert proxy.cuts == 1
+
+
+def test_drop_commit_answer_refuses_an_empty_pattern() -> None:
+    proxy = FaultProxy("127.0.0.1", 9)  # never started: the argument check comes first
+    with pytest.raises(ValueError, match="after"):
+        proxy.set_mode("drop_commit_answer", after=(b"",))

@@ -350,3 +350,16 @@ def test_losing_the_lock_session_between_migrations_stops_the_run(
     monkeypatch.undo()
     assert run_migrations(db, migrations) == NAMES[1:]
     assert history(server_backend) == NAMES
+
+
+def test_the_lock_follows_the_database_classes_engine(tmp_path: Path) -> None:
+    from peewee import SqliteDatabase
+
+    from peewee_serverless.database import database_class_for
+
+    for engine in ("mysql", "postgres", "sqlite"):
+        assert database_class_for(engine).engine == engine
+    # A plain Peewee database names no engine: refused, not guessed.
+    plain = SqliteDatabase(str(tmp_path / "plain.db"))
+    with pytest.raises(TypeError, match="database_from_env"), migration_lock(plain, timeout=0):
+        pass

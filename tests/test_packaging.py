@@ -251,6 +251,50 @@ def test_example_zip_answers_in_a_clean_venv(
     assert json.loads(answers[1]["body"])["error"] == "conflict"
 
 
+#: What only a developer's machine uses: the local runtime, the `package` command, the pytest
+#: plugin for users' tests, the local Data API stand-in, the model generator and the template
+#: reader. None of it goes into a function zip.
+DEVELOPMENT_ONLY = (
+    "peewee_serverless/local/",
+    "peewee_serverless/packaging/",
+    "peewee_serverless/testing/",
+    "peewee_serverless/data_api/endpoint.py",
+    "peewee_serverless/introspect.py",
+    "peewee_serverless/sam_template.py",
+)
+
+
+@pytest.mark.slow
+def test_zips_hold_no_test_or_development_parts_and_run_under_awslambdaric(
+    flat_zip: PackageReport, example_zip: PackageReport, backend: Backend, tmp_path: Path
+) -> None:
+    from peewee_serverless.local.function import FunctionSpec, runtime_dir, unpack_zip
+    from peewee_serverless.local.pool import ContainerPool
+
+    for report in (flat_zip, example_zip):
+        found = names(report.zip_path)
+        assert "peewee_serverless/__init__.py" in found
+        assert not [n for n in found if n.startswith(DEVELOPMENT_ONLY)], report.zip_path
+    assert "peewee_serverless/data_api/driver.py" in names(example_zip.zip_path)
+    # Without them the zip still starts under AWS's runtime client and answers.
+    task = unpack_zip(flat_zip.zip_path, tmp_path / "task")
+    spec = FunctionSpec(
+        flat_zip.handler, task, runtime_dir(tmp_path / "runtime"), timeout=30.0, env=backend.env
+    )
+    pool = ContainerPool(spec, log=lambda line: None)
+    try:
+        answers = []
+        for event in EVENTS:
+            if event.get("id") == "$ID":
+                event = {**event, "id": json.loads(answers[0]["body"])["id"]}
+            outcome = pool.invoke(event)
+            assert outcome.kind == "ok", outcome.error
+            answers.append(outcome.json())
+    finally:
+        pool.close()
+    assert_create_duplicate_get(answers)
+
+
 # -- the command: errors, determinism ------------------------------------------------------------
 def package(argv: list[str], wheels: Path) -> int:
     extra = ["--python", PYTHON, "--arch", ARCH, "--find-links", str(wheels), "--no-index"]

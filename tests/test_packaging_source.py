@@ -28,6 +28,10 @@ JUNK = {
     ".aws-sam/build/app.py": CANARY,
     "__pycache__/app.cpython-311.pyc": CANARY,
     "tests/test_app.py": "def test(): pass\n",
+    "test_models.py": "def test(): pass\n",  # pytest finds tests next to the code too
+    "app_test.py": "def test(): pass\n",
+    "conftest.py": "pytest_plugins = ['peewee_serverless.testing']\n",
+    "pytest.ini": "[pytest]\n",
     "notes.txt": CANARY,  # ignored by the folder's .gitignore
     "scratch/tmp.py": CANARY,  # ignored by .lambdaignore
     "keys/deploy.py": f"KEY = '''{PRIVATE_KEY}'''\n",  # code, but it holds a private key
@@ -55,7 +59,8 @@ def test_only_code_ships(tmp_path: Path) -> None:
     assert skipped["scratch/"] == ".lambdaignore"
     assert skipped["keys/deploy.py"] == "holds a private key"
     for name in ("secrets.json", "id_rsa", "server.pem", "users.sqlite3", "debug.log", "dist/",
-                 ".env", ".aws-sam/", "__pycache__/", "tests/"):  # fmt: skip
+                 ".env", ".aws-sam/", "__pycache__/", "tests/", "test_models.py", "app_test.py",
+                 "conftest.py", "pytest.ini"):  # fmt: skip
         assert skipped[name] == "built-in rule", name
 
 

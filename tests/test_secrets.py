@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -249,6 +251,7 @@ def test_rotated_password_is_fetched_again_once(
     caplog.set_level(logging.DEBUG, logger="peewee")
     with db.connection_context():
         assert _current_user(db) == ROT_USER
+        assert "password" not in db.connect_params  # the new one is not kept either
     assert aws.counting.get_calls == 2
     assert db.credential_refreshes == 1
     ours = [r for r in caplog.records if r.name.startswith(("peewee_serverless", "peewee"))]
@@ -259,6 +262,60 @@ def test_rotated_password_is_fetched_again_once(
     with db.connection_context():
         assert _current_user(db) == ROT_USER
     assert aws.counting.get_calls == 2
+
+
+def test_credentials_live_only_in_the_connect_attempt(aws: Aws, auth_server: AuthServer) -> None:
+    arn = aws.create_secret(auth_server.secret(P1))
+    db = database_from_env({**auth_server.env(), "DB_SECRET_ARN": arn})
+    with db.connection_context():
+        assert _current_user(db) == ROT_USER
+        # Connected with the secret's user and password, yet the database object holds neither:
+        # not in connect_params, not in any attribute's repr.
+        assert "password" not in db.connect_params and "user" not in db.connect_params
+        _assert_no_secret(repr(db.connect_params), repr(vars(db)))
+    assert db.database == auth_server.database  # the secret's dbname: a name, kept
+
+
+def test_cancel_from_a_second_connection_uses_the_secrets_credentials(
+    aws: Aws, auth_server: AuthServer
+) -> None:
+    """A statement cut at the deadline is cancelled from a second connection: that connect
+    needs the credentials too, although connect_params never held them."""
+    arn = aws.create_secret(auth_server.secret(P1))
+    env = {**auth_server.env(), "DB_SECRET_ARN": arn}
+    db, busy = database_from_env(env), database_from_env(env)
+    sleep = "SELECT SLEEP(60)" if auth_server.engine == "mysql" else "SELECT pg_sleep(60)"
+    outcome: list[str] = []
+    sessions: list[int] = []
+
+    def run() -> None:  # Peewee's connection state is per thread: connect here
+        with busy.connection_context():
+            sessions.append(busy._session)
+            try:
+                busy.execute_sql(sleep).fetchone()
+                outcome.append("returned")  # MySQL: KILL QUERY ends SLEEP() early with 1
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL: QueryCanceled
+                outcome.append(type(exc).__name__)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    if auth_server.engine == "mysql":
+        sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s"
+        sql += " AND INFO LIKE 'SELECT SLEEP%%'"
+    else:
+        sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = %s"
+        sql += " AND query LIKE 'SELECT pg_sleep%%' AND state = 'active'"
+    with db.connection_context():
+        # The statement must be running before it can be cancelled: wait for it (bounded).
+        for _ in range(1000):
+            if sessions and db.execute_sql(sql, (sessions[0],)).fetchone()[0]:
+                break
+            time.sleep(0.01)  # poll interval; the condition is re-read each round
+        else:
+            pytest.fail("the statement to cancel never started")
+        db._cancel_on_server(sessions[0], 5.0)
+    worker.join(30)  # a bound, not a timing: the sleep itself is 60 s
+    assert not worker.is_alive() and outcome, "the statement was not cancelled"
 
 
 def test_wrong_password_in_secret_is_refetched_once_then_fails(
@@ -415,11 +472,12 @@ def test_iam_token_is_signed_offline_and_used_over_tls(
     db = settings.create_database()
     seen: dict[str, Any] = {}
 
-    def fake_connect() -> str:
-        seen.update(db.connect_params)
+    def fake_connect(credentials: dict[str, Any]) -> str:
+        seen.update(db.connect_params, **credentials)
         return "conn"
 
     assert connect_with_credentials(db, fake_connect) == "conn"
+    assert "password" not in db.connect_params  # the token was this connect's alone
     token = seen["password"]
     assert token.startswith("db.example.com:6000/?")
     assert "Action=connect" in token and "DBUser=iam_user" in token

@@ -18,22 +18,8 @@ from .database import (
     ServerlessPostgresqlDatabase,
     ServerlessSqliteDatabase,
 )
-from .errors import (
-    CommandError,
-    ConfigurationError,
-    ConnectionLimitReached,
-    ConnectionLost,
-    DatabaseUnavailable,
-    DeadlineExceeded,
-    ErrorKind,
-    InvalidInput,
-    MigrationLockTimeout,
-    PackagingError,
-    PeeweeServerlessError,
-    RequestInProgress,
-    ServerReadOnly,
-    classify,
-)
+from .errors import *  # noqa: F403 - the whole exception tree and classify (errors.__all__)
+from .errors import __all__ as _errors_all
 from .lifecycle import database_lifecycle
 
 __version__ = "0.1.0"
@@ -71,31 +57,18 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "CommandError",
-    "ConfigurationError",
     "ConnectionEvents",
-    "ConnectionLimitReached",
-    "ConnectionLost",
     "DatabaseSettings",
-    "DatabaseUnavailable",
-    "DeadlineExceeded",
-    "ErrorKind",
-    "InvalidInput",
-    "MigrationLockTimeout",
-    "PackagingError",
-    "PeeweeServerlessError",
-    "RequestInProgress",
     "ServerlessDatabase",
     "ServerlessDatabaseMixin",
     "ServerlessMySQLDatabase",
     "ServerlessOptions",
     "ServerlessPostgresqlDatabase",
     "ServerlessSqliteDatabase",
-    "ServerReadOnly",
-    "classify",
     "database_from_env",
     "database_lifecycle",
     "settings_from_env",
+    *_errors_all,  # listed once, in errors.py: every error of the tree is exported
     *_LAZY,
 ]
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "generate-event": "peewee_serverless.local.generate_event:add_command",
     "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
     "migrate": "peewee_serverless.migrate:add_command",
+    "models": "peewee_serverless.introspect:add_command",
     "package": "peewee_serverless.packaging:add_command",
     "data-api": "peewee_serverless.data_api.endpoint:add_command",
 }

@@ -28,11 +28,13 @@ from .options import MODES as MODES
 from .options import ServerlessOptions as ServerlessOptions
 from .options import _flag, _number
 from .options import int_setting as int_setting
-from .secrets import CredentialSource, IamTokenSource, SecretsManagerSource
-from .tls import TlsSettings, tls_from_env
 
 if TYPE_CHECKING:
+    # Imported where used: a function with neither a secret nor TLS settings (and SQLite)
+    # never loads them, which keeps ``import peewee_serverless`` light (bench/cold.py).
     from .database import ServerlessDatabase
+    from .secrets import CredentialSource
+    from .tls import TlsSettings
 
 __all__ = [
     "ENGINES",
@@ -83,12 +85,9 @@ class DatabaseSettings:
     tls: TlsSettings | None = None
 
     def __repr__(self) -> str:
-        shown = "***" if self.password else None
-        return (
-            f"DatabaseSettings(engine={self.engine!r}, database={self.database!r}, "
-            f"host={self.host!r}, port={self.port!r}, user={self.user!r}, password={shown!r}, "
-            f"options={self.options!r})"
-        )
+        from .secrets import masked_repr  # not at import: a repr is rare, the import is not
+
+        return masked_repr(self)
 
     def connect_params(self) -> dict[str, Any]:
         """Keyword arguments for the Peewee database class (driver connect parameters)."""
@@ -180,6 +179,8 @@ def _with_access(
             name = "DB_SECRET_ARN" if secret_arn else "DB_IAM_AUTH"
             raise ConfigurationError(name, "does not apply to the sqlite engine")
         return settings
+    from .tls import TlsSettings, tls_from_env
+
     tls = tls_from_env(env)
     credentials: CredentialSource | None = None
     if secret_arn and iam:
@@ -188,6 +189,8 @@ def _with_access(
         source = "DB_SECRET_ARN" if secret_arn else "DB_IAM_AUTH"
         raise ConfigurationError(password_setting, f"must not hold a password with {source}")
     if secret_arn:
+        from .secrets import SecretsManagerSource
+
         credentials = SecretsManagerSource(
             secret_arn,
             engine=settings.engine,
@@ -209,6 +212,8 @@ def _with_access(
                 "DB_SSL_MODE", "cannot be disable with DB_IAM_AUTH: RDS takes IAM tokens over TLS"
             )
         assert settings.host is not None and settings.port is not None
+        from .secrets import IamTokenSource
+
         credentials = IamTokenSource(settings.host, settings.port, settings.user, region)
     return replace(settings, tls=tls, credentials=credentials)
 

@@ -26,6 +26,7 @@ import logging
 import re
 import select
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
@@ -39,6 +40,7 @@ from peewee import (
 from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
+from .deadline import pg_bounded, pg_connecting, pg_deadline_box, pg_wait_for
 from .errors import (
     ConnectionLimitReached,
     ConnectionLost,
@@ -51,8 +53,10 @@ from .errors import (
 )
 from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
 from .options import ServerlessOptions
-from .secrets import CredentialSource
 from .stats import ConnectionEvents
+
+if TYPE_CHECKING:
+    from .secrets import CredentialSource
 
 __all__ = [
     "ConnectionEvents",
@@ -214,6 +218,10 @@ class ServerlessDatabaseMixin:
 
     #: SQL that returns the server-side id of this session (``None``: not applicable).
     connection_id_sql: str | None = None
+    #: The canonical engine name (``mysql``, ``postgres``, ``sqlite``), set by each backend's
+    #: class (the Data API classes set theirs too): what code outside the classes (migration
+    #: locks) is chosen by, rather than by ``isinstance`` on Peewee's classes.
+    engine: str
 
     if TYPE_CHECKING:  # provided by the Peewee Database class this mixin is combined with
         _state: Any
@@ -383,7 +391,17 @@ class ServerlessDatabaseMixin:
         """
         from .secrets import connect_with_credentials
 
-        return connect_with_credentials(self, super()._connect)  # type: ignore[misc]
+        return connect_with_credentials(self, self._connect_as)
+
+    def _connect_as(self, credentials: dict[str, Any]) -> Any:
+        # The credentials join this attempt's own parameters (``_params_now``) for this one
+        # driver connect only: never ``connect_params``, which outlives it.
+        attempt = self._attempt
+        self._attempt = {**attempt, **credentials}
+        try:
+            return super()._connect()  # type: ignore[misc]
+        finally:
+            self._attempt = attempt
 
     def _connect_failure(self, exc: BaseException, retried: int = 0) -> Exception:
         """The typed error for a connect failure (``exc`` itself when it is not ours to wrap)."""
@@ -457,12 +475,17 @@ class ServerlessDatabaseMixin:
         or ``"retired"`` (idle long enough for a reaper to pick it: dropped unused, see
         :meth:`retire_after_seconds`).
         """
-        if self.is_closed():
+        state = self._state
+        if state.closed:
             return "lazy"
         # Every invocation looks at the socket (no round trip): a connection the server ended
         # while we were frozen or idle (KILL, pg_terminate_backend, wait_timeout, a reaper in
         # another container) is replaced before the handler runs, whatever the idle gap.
-        if getattr(self._state, "broken", False) or not self.socket_alive():
+        # (``socket_alive`` inlined: this runs on every warm invocation.)
+        poller = self._poller
+        if getattr(state, "broken", False) or (
+            poller is not None and poller.poll(0) and not self._readable_but_alive(state.conn)
+        ):
             return self._replace("its socket says the server ended it")
         idle = time.monotonic() - (self._last_used or 0.0)
         if idle >= self._retire_after:
@@ -598,15 +621,22 @@ class ServerlessDatabaseMixin:
                 kind=ErrorKind.CONNECTION_LOST,
             ) from exc
         except (DatabaseError, InterfaceError) as exc:
-            kind = classify(exc)
-            if kind is ErrorKind.SERVER_READ_ONLY:
-                raise self._read_only(exc) from exc
-            if kind not in _DEAD:
-                raise
+            kind = self._death_of(exc)
             self._state.broken = True
             raise ConnectionLost(
                 "database connection lost during COMMIT; the outcome is unknown", kind=kind
             ) from exc
+
+    def _death_of(self, exc: DatabaseError | InterfaceError) -> ErrorKind:
+        """How a statement's connection died (``CONNECTION_DEAD`` / ``_LOST``), for the caller
+        to decide on a retry. Any other error is raised from here: a read-only server as
+        :class:`ServerReadOnly` (the connection replaced), the rest as it is."""
+        kind = classify(exc)
+        if kind is ErrorKind.SERVER_READ_ONLY:
+            raise self._read_only(exc) from exc
+        if kind not in _DEAD:
+            raise exc
+        return kind
 
     # When may a statement run again on a new connection? The rule:
     #
@@ -623,66 +653,77 @@ class ServerlessDatabaseMixin:
     def _run_reconnecting(
         self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any
     ) -> Any:
-        if self._deadline is not None:
-            return self._run_bounded(func, *args, retry_safe=retry_safe, **kwargs)
-        return self._run_checked(func, *args, retry_safe=retry_safe, **kwargs)
-
-    def _run_bounded(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
-        """``_run_checked`` with every wait ending by the deadline (see :mod:`.deadline`)."""
-        left = self.time_left()
-        if left is not None and left <= 0:
-            raise self._out_of_time()
-        conn = self._state.conn
-        if conn is not None:
-            self._bound_waits(conn, left)
-        try:
-            return self._run_checked(func, *args, retry_safe=retry_safe, **kwargs)
-        except DeadlineExceeded as exc:
-            raise self._out_of_time(exc) from exc
-        except (ConnectionLost, DatabaseError, InterfaceError) as exc:
-            if self._past_deadline():  # our own timeout cut it, not the server
-                raise self._out_of_time(exc) from exc
-            raise
-
-    def _run_checked(self, func: Any, *args: Any, retry_safe: bool | None, **kwargs: Any) -> Any:
-        if self._poller is not None and not self._state.transactions:
-            if not self.socket_alive():
-                # Proven dead before this statement was sent: nothing of it can have run.
-                self.discard_connection()
-                self.events.reconnects += 1
-                logger.info("connection was ended by the server while idle; reconnecting")
-            elif time.monotonic() - (self._last_used or 0.0) >= self._retire_after:
-                # Idle long enough to be a reaper's candidate: never send on it (see above).
-                self.discard_connection()
-                self.events.reconnects += 1
-        try:
-            return func(*args, **kwargs)
-        except (DatabaseError, InterfaceError) as exc:
-            kind = classify(exc)
-            if kind is ErrorKind.SERVER_READ_ONLY:
-                raise self._read_only(exc) from exc
-            if kind not in _DEAD:
-                raise
-            in_txn = self.in_transaction()
-            if retry_safe is None:
-                sql = args[0] if args else ""
-                retry_safe = kind is ErrorKind.CONNECTION_DEAD or _is_read_only(sql)
-            if in_txn or not retry_safe:
-                self._state.broken = True
-                if not in_txn:
-                    self.discard_connection()
-                where = "inside a transaction" if in_txn else "during a write"
-                raise ConnectionLost(
-                    f"database connection lost {where}; the statement was not retried",
-                    kind=kind,
-                ) from exc
-            logger.info(
-                "database connection was dropped by the server (%s); reconnecting", kind.value
+        # Every statement of every invocation passes here: the common case (nothing dead, time
+        # left) is kept to one frame of ours; failures go to _statement_failed.
+        deadline = self._deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._out_of_time()
+            conn = self._state.conn
+            if conn is not None:
+                self._bound_waits(conn, left)
+        poller = self._poller
+        if (
+            poller is not None
+            and not self._state.transactions
+            and (
+                poller.poll(0) or time.monotonic() - (self._last_used or 0.0) >= self._retire_after
             )
+        ):
+            self._check_before_sending()
+        try:
+            try:
+                return func(*args, **kwargs)
+            except (DatabaseError, InterfaceError) as exc:
+                return self._statement_failed(exc, func, args, kwargs, retry_safe)
+        except (DeadlineExceeded, ConnectionLost, DatabaseError, InterfaceError) as exc:
+            # Under a deadline, a wait cut by our own timeout (not by the server) is the
+            # deadline's doing: 503 with Retry-After, the cut connection discarded.
+            if deadline is None or not (isinstance(exc, DeadlineExceeded) or self._past_deadline()):
+                raise
+            raise self._out_of_time(exc) from exc
+
+    def _check_before_sending(self) -> None:
+        """The idle socket is readable, or the connection idled long: look before sending."""
+        if not self.socket_alive():
+            # Proven dead before this statement was sent: nothing of it can have run.
             self.discard_connection()
             self.events.reconnects += 1
-            self.connect()
-            return func(*args, **kwargs)
+            logger.info("connection was ended by the server while idle; reconnecting")
+        elif time.monotonic() - (self._last_used or 0.0) >= self._retire_after:
+            # Idle long enough to be a reaper's candidate: never send on it (see above).
+            self.discard_connection()
+            self.events.reconnects += 1
+
+    def _statement_failed(
+        self,
+        exc: DatabaseError | InterfaceError,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retry_safe: bool | None,
+    ) -> Any:
+        """A statement failed: raise the right error, or reconnect and run it once more."""
+        kind = self._death_of(exc)
+        in_txn = self.in_transaction()
+        if retry_safe is None:
+            sql = args[0] if args else ""
+            retry_safe = kind is ErrorKind.CONNECTION_DEAD or _is_read_only(sql)
+        if in_txn or not retry_safe:
+            self._state.broken = True
+            if not in_txn:
+                self.discard_connection()
+            where = "inside a transaction" if in_txn else "during a write"
+            raise ConnectionLost(
+                f"database connection lost {where}; the statement was not retried",
+                kind=kind,
+            ) from exc
+        logger.info("database connection was dropped by the server (%s); reconnecting", kind.value)
+        self.discard_connection()
+        self.events.reconnects += 1
+        self.connect()
+        return func(*args, **kwargs)
 
 
 def _params_now(db: Any) -> dict[str, Any]:
@@ -694,6 +735,8 @@ def _params_now(db: Any) -> dict[str, Any]:
 
 class _AttemptPostgresqlDatabase(PostgresqlDatabase):
     """Peewee's ``PostgresqlDatabase._connect`` with the attempt's parameters (same steps)."""
+
+    engine = "postgres"
 
     if TYPE_CHECKING:  # set by PostgresqlDatabase.init (untyped)
         _adapter: Any
@@ -714,6 +757,8 @@ class _TlsReusingMySQLDatabase(MySQLDatabase):
     Same call as Peewee's ``_connect``; the driver's connection class reuses one TLS context per
     process instead of building one (~20 ms) per connect.
     """
+
+    engine = "mysql"
 
     def _connect(self) -> Any:
         from .tls import pymysql_connect
@@ -791,11 +836,15 @@ class ServerlessMySQLDatabase(
         return int(conn.thread_id())  # from the handshake
 
     def _cancel_on_server(self, session: int, within: float) -> None:
+        from .secrets import connect_with_credentials
         from .tls import pymysql_connect
 
-        params = {**self.connect_params, "connect_timeout": within}
-        params.update(read_timeout=within, write_timeout=within)
-        killer = pymysql_connect(database=self.database, autocommit=True, **params)
+        def connect(credentials: dict[str, Any]) -> Any:
+            params = {**self.connect_params, **credentials, "connect_timeout": within}
+            params.update(read_timeout=within, write_timeout=within)
+            return pymysql_connect(database=self.database, autocommit=True, **params)
+
+        killer = connect_with_credentials(self, connect)
         try:
             with killer.cursor() as cursor:
                 cursor.execute(f"KILL QUERY {int(session)}")  # own sessions need no privilege
@@ -853,41 +902,62 @@ class ServerlessPostgresqlDatabase(
         # A SELECT 1, bounded by the deadline through the wait callback (see .deadline).
         return not self._adapter.is_connection_closed(conn)
 
-    def _deadline_set(self, deadline: float | None) -> None:
-        from .deadline import pg_bounded, pg_wait_for
+    #: This database's deadline as :func:`.deadline.pg_wait` reads it for each of its
+    #: connections (registered once per connection, then written per invocation: see
+    #: :func:`.deadline.pg_deadline_box`), and a weak reference to the last one registered.
+    _pg_box: list[float | None] | None = None
+    _pg_boxed: Any = None
 
-        if deadline is not None and not self._pg_bounded:
-            self._pg_bounded = pg_bounded(True)
-        elif deadline is None and self._pg_bounded:
+    def _deadline_set(self, deadline: float | None) -> None:
+        # Twice per invocation: no imports, no weak references made unless the connection is new.
+        if deadline is not None:
+            if not self._pg_bounded:
+                self._pg_bounded = pg_bounded(True)
+        elif self._pg_bounded:
             self._pg_bounded = pg_bounded(False)
+        box = self._pg_box
         conn = self._state.conn
-        if conn is not None:
-            pg_wait_for(conn, deadline)
+        if conn is not None and (box is None or self._pg_boxed() is not conn):
+            if deadline is None:
+                return  # never bounded: nothing to lift
+            box = self._bound_by_box(conn)
+        if box is not None:
+            box[0] = deadline
+
+    def _bound_by_box(self, conn: Any) -> list[float | None]:
+        box = self._pg_box
+        if box is None:
+            box = self._pg_box = [None]
+        pg_deadline_box(conn, box)
+        self._pg_boxed = weakref.ref(conn)
+        return box
 
     def _driver_connect(self) -> Any:
-        if self._deadline is None:
+        deadline = self._deadline
+        if deadline is None:
             return super()._driver_connect()
-        from .deadline import pg_connecting, pg_wait_for
-
-        pg_connecting(self._deadline)
+        pg_connecting(deadline)
         try:
             conn = super()._driver_connect()
         finally:
             pg_connecting(None)
-        pg_wait_for(conn, self._deadline)
+        self._bound_by_box(conn)[0] = deadline
         return conn
 
     def _session_of(self, conn: Any) -> int | None:
         return int(conn.get_backend_pid())  # from the connection start-up
 
     def _cancel_on_server(self, session: int, within: float) -> None:
-        from .deadline import pg_bounded, pg_connecting, pg_wait_for
+        from .secrets import connect_with_credentials
+
+        def connect(credentials: dict[str, Any]) -> Any:
+            return self._adapter.connect(self, **{**self.connect_params, **credentials})
 
         until = time.monotonic() + within
         bounded = pg_bounded(True)  # so that the connect below ends in time
         pg_connecting(until)
         try:
-            canceller = self._adapter.connect(self, **self.connect_params)
+            canceller = connect_with_credentials(self, connect)
             pg_connecting(None)
             try:
                 pg_wait_for(canceller, until)
@@ -927,6 +997,8 @@ class ServerlessSqliteDatabase(
 ):
     """SQLite with the same interface (embedded: nothing to reconnect, locks to respect)."""
 
+    engine = "sqlite"
+
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         # WAL lets readers run beside a writer. Waiting for a lock is Peewee's ``timeout=``
         # (default 5 s, also ``?timeout=`` in a URL): no busy_timeout pragma to override it.
@@ -937,6 +1009,12 @@ class ServerlessSqliteDatabase(
 
     def _server_in_transaction(self, conn: Any) -> bool:
         return bool(conn.in_transaction)
+
+    def govern(self) -> None:
+        """Nothing to govern: an embedded database has no server whose slots could run short.
+
+        (The governor's base would find no usage to read, on every invocation.)
+        """
 
 
 #: What :func:`~peewee_serverless.database_from_env` returns: one of the concrete classes, each

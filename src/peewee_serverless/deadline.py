@@ -38,6 +38,7 @@ from .errors import DeadlineExceeded
 __all__ = [
     "DEADLINE_MARGIN_SECONDS",
     "deadline_from_context",
+    "pg_deadline_box",
     "pg_wait",
     "pg_wait_for",
 ]
@@ -59,20 +60,27 @@ def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS)
 
 
 # -- PostgreSQL: psycopg2's wait callback ----------------------------------------------------------
-#: connection -> deadline (``time.monotonic()``) of the invocation using it.
-_DEADLINES: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+#: connection -> box (a one-item list) holding the deadline (``time.monotonic()``) of the
+#: invocation using it, or None. A database registers its connection's box once and then only
+#: writes into it per invocation: no weak reference is made or dropped on the warm path.
+_DEADLINES: weakref.WeakKeyDictionary[Any, list[float | None]] = weakref.WeakKeyDictionary()
 #: The deadline of a connect in progress on this thread (the connection object is not ours yet).
 _connecting = threading.local()
 _active = 0
 _lock = threading.Lock()
+#: ``psycopg2.extensions``, bound by :func:`pg_bounded` when it first installs the callback:
+#: psycopg2 is imported only by applications that use it, and not on every wait.
+_ext: Any = None
 
 
 def pg_wait(conn: Any) -> None:
     """psycopg2 wait callback: ``psycopg2.extras.wait_select`` with the deadline as its bound."""
-    import psycopg2.extensions as ext
-
-    deadline = _DEADLINES.get(conn)
-    connecting = deadline is None
+    ext = _ext
+    if ext is None:  # installed by hand, not through pg_bounded
+        ext = _psycopg2_extensions()
+    box = _DEADLINES.get(conn)
+    deadline = None if box is None else box[0]
+    connecting = box is None
     if connecting:
         deadline = getattr(_connecting, "deadline", None)
     fd = conn.fileno()
@@ -103,12 +111,29 @@ def pg_wait(conn: Any) -> None:
             raise ext.OperationalError(f"bad state from poll: {state}")
 
 
+def _psycopg2_extensions() -> Any:
+    global _ext
+    import psycopg2.extensions
+
+    _ext = psycopg2.extensions
+    return _ext
+
+
 def pg_wait_for(conn: Any, deadline: float | None) -> None:
     """Bound ``conn``'s waits by ``deadline`` (None: unbounded again)."""
     if deadline is None:
         _DEADLINES.pop(conn, None)
     else:
-        _DEADLINES[conn] = deadline
+        _DEADLINES[conn] = [deadline]
+
+
+def pg_deadline_box(conn: Any, box: list[float | None]) -> None:
+    """Bound ``conn``'s waits by whatever deadline ``box[0]`` holds at the time (None: none).
+
+    For a connection used by many invocations: the owner registers the box once and writes
+    each invocation's deadline into it.
+    """
+    _DEADLINES[conn] = box
 
 
 def pg_connecting(deadline: float | None) -> None:
@@ -123,8 +148,7 @@ def pg_bounded(active: bool) -> bool:
     callback of its own (psycogreen), which is then left alone and waits are not bounded.
     """
     global _active
-    import psycopg2.extensions as ext
-
+    ext = _ext if _ext is not None else _psycopg2_extensions()
     with _lock:
         current = ext.get_wait_callback()
         if active:

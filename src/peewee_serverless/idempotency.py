@@ -64,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable
 from inspect import isclass
-from typing import Any, NamedTuple, TypeVar, cast, overload
+from typing import Any, NamedTuple, TypeAlias, TypeVar, cast, overload
 
 from aws_lambda_powertools.shared import constants
 from aws_lambda_powertools.shared.functions import strtobool
@@ -118,6 +118,10 @@ _COMPLETED = STATUS_CONSTANTS["COMPLETED"]
 _PUT_ATTEMPTS = 3
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: What Powertools' ``idempotent_function`` takes as ``output_serializer``.
+OutputSerializer: TypeAlias = (
+    BaseIdempotencySerializer | type[BaseIdempotencyModelSerializer] | None
+)
 
 
 class _Claim(NamedTuple):
@@ -398,9 +402,7 @@ def transactional_idempotent_function(
     data_keyword_argument: str,
     persistence_store: PeeweePersistenceLayer,
     config: IdempotencyConfig | None = None,
-    output_serializer: BaseIdempotencySerializer
-    | type[BaseIdempotencyModelSerializer]
-    | None = None,
+    output_serializer: OutputSerializer = None,
     key_prefix: str | None = None,
 ) -> F: ...
 
@@ -412,9 +414,7 @@ def transactional_idempotent_function(
     data_keyword_argument: str,
     persistence_store: PeeweePersistenceLayer,
     config: IdempotencyConfig | None = None,
-    output_serializer: BaseIdempotencySerializer
-    | type[BaseIdempotencyModelSerializer]
-    | None = None,
+    output_serializer: OutputSerializer = None,
     key_prefix: str | None = None,
 ) -> Callable[[F], F]: ...
 
@@ -425,9 +425,7 @@ def transactional_idempotent_function(
     data_keyword_argument: str,
     persistence_store: PeeweePersistenceLayer,
     config: IdempotencyConfig | None = None,
-    output_serializer: BaseIdempotencySerializer
-    | type[BaseIdempotencyModelSerializer]
-    | None = None,
+    output_serializer: OutputSerializer = None,
     key_prefix: str | None = None,
 ) -> Any:
     """Powertools' ``idempotent_function``, with the function's writes and its completed

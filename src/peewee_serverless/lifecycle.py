@@ -44,9 +44,20 @@ def _default_logger() -> Any:
     return Logger(service="peewee-serverless", child=False)
 
 
+def _routine(events: Any) -> bool:
+    """Nothing happened to the connection but its reuse (a warm invocation's usual case)."""
+    return not (
+        events.connects
+        or events.reconnects
+        or events.retries
+        or events.reaped
+        or events.yielded
+        or events.gave_up
+    )
+
+
 def _log_invocation(
-    log: Any,
-    mode: str,
+    emit: Any,
     db: ServerlessDatabaseMixin,
     connection: str,
     outcome: str,
@@ -55,20 +66,6 @@ def _log_invocation(
     started: float,
 ) -> None:
     events = db.events
-    routine = (
-        connection == "reused"
-        and outcome == "ok"
-        and not (rolled_back or closed or events.connects or events.reconnects or events.retries)
-        and not (events.reaped or events.yielded or events.gave_up)
-    )
-    # A warm invocation that merely reused the connection has nothing to report; formatting a
-    # JSON log line costs more than the lifecycle itself, so it is logged at DEBUG only.
-    emit = log.info
-    if routine and mode == "notable":
-        enabled = getattr(log, "isEnabledFor", None)
-        if enabled is None or not enabled(logging.DEBUG):
-            return
-        emit = log.debug
     emit(
         "database lifecycle",
         extra={
@@ -102,14 +99,23 @@ def database_lifecycle(
 
         raise ConfigurationError("close_policy", f"must be 'keep' or 'close', got {policy!r}")
     log_mode = db.options.log_invocations
+    # The logger (made on first use) and its ``isEnabledFor`` (None: the logger has none),
+    # looked up once rather than on every invocation (Powertools' Logger delegates each
+    # attribute through ``__getattr__``).
     state: dict[str, Any] = {"logger": logger}
 
+    def loggers() -> tuple[Any, Any]:
+        log = state.get("logger")
+        if log is None:
+            log = state["logger"] = _default_logger()
+        found = state["found"] = (log, getattr(log, "isEnabledFor", None))
+        return found
+
     def decorate(handler: F) -> F:
+        # Every warm invocation runs this wrapper: it is kept flat (what it calls is cheap in
+        # the usual case; see bench/warm.py and bench/profile.py).
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
-            log = state["logger"]
-            if log is None:
-                log = state["logger"] = _default_logger()
             started = time.perf_counter()
             events = db.events
             events.reset()
@@ -132,9 +138,25 @@ def database_lifecycle(
                         closed = True
                     db.set_deadline(None)
                     if log_mode != "off":
-                        _log_invocation(
-                            log, log_mode, db, connection, outcome, rolled_back, closed, started
-                        )
+                        log, enabled = state.get("found") or loggers()
+                        # A warm invocation that merely reused the connection has nothing to
+                        # report; formatting a JSON log line costs more than the lifecycle
+                        # itself, so it is logged at DEBUG only.
+                        if (
+                            log_mode == "notable"
+                            and connection == "reused"
+                            and outcome == "ok"
+                            and not (rolled_back or closed)
+                            and _routine(events)
+                        ):
+                            debug = enabled is not None and enabled(logging.DEBUG)
+                            emit = log.debug if debug else None
+                        else:
+                            emit = log.info
+                        if emit is not None:
+                            _log_invocation(
+                                emit, db, connection, outcome, rolled_back, closed, started
+                            )
 
         return wrapper  # type: ignore[return-value]
 

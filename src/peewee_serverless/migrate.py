@@ -42,15 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from peewee import (
-    AutoField,
-    DatabaseError,
-    InterfaceError,
-    Model,
-    MySQLDatabase,
-    PostgresqlDatabase,
-    SqliteDatabase,
-)
+from peewee import AutoField, DatabaseError, InterfaceError, Model, SqliteDatabase
 from playhouse.migrations import Migration, MigrationError, Runner, template
 
 from .config import database_from_env
@@ -132,6 +124,13 @@ def _timed_out(name: str, timeout: float, exc: BaseException | None = None) -> M
     return err
 
 
+def _quietly(db: Any, sql: str, params: tuple[Any, ...]) -> None:
+    """Run a clean-up statement (release a lock, restore a setting) whose failure changes
+    nothing: a session that died has released its locks and settings already."""
+    with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
+        db.execute_sql(sql, params)
+
+
 @contextlib.contextmanager
 def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
     lock = _mysql_lock_name(name)
@@ -142,9 +141,24 @@ def _mysql_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-            # A dead session has released the lock already.
-            db.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+        _quietly(db, "SELECT RELEASE_LOCK(%s)", (lock,))
+
+
+def _pg_wait_for_lock(
+    db: Any, function: str, key: int, name: str, timeout: float, *, local: bool
+) -> None:
+    """``SELECT function(key)`` (an advisory lock) waiting ``timeout`` at most, else
+    :class:`MigrationLockTimeout`. The wait is ``lock_timeout`` (any lock, advisory ones
+    included: SQLSTATE 55P03 lock_not_available), set for the transaction (``local``) or the
+    session; at least 1 ms, because 0 would mean "wait forever"."""
+    wait_ms = f"{max(1, int(timeout * 1000))}ms"
+    db.execute_sql("SELECT set_config('lock_timeout', %s, %s)", (wait_ms, local))
+    try:
+        db.execute_sql(f"SELECT {function}(%s)", (key,))
+    except DatabaseError as exc:
+        if getattr(driver_error(exc), "pgcode", None) != "55P03":
+            raise
+        raise _timed_out(name, timeout, exc) from exc
 
 
 @contextlib.contextmanager
@@ -155,25 +169,15 @@ def _postgres_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
         if not got:
             raise _timed_out(name, timeout)
     else:
-        # lock_timeout bounds the wait on any lock, advisory ones included (SQLSTATE 55P03);
-        # at least 1ms, because 0 would mean "wait forever".
         previous = db.execute_sql("SHOW lock_timeout").fetchone()[0]
-        wait_ms = f"{max(1, int(timeout * 1000))}ms"
-        db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (wait_ms,))
         try:
-            db.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
-        except DatabaseError as exc:
-            if getattr(driver_error(exc), "pgcode", None) != "55P03":
-                raise
-            raise _timed_out(name, timeout, exc) from exc
+            _pg_wait_for_lock(db, "pg_advisory_lock", key, name, timeout, local=False)
         finally:
-            with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-                db.execute_sql("SELECT set_config('lock_timeout', %s, false)", (previous,))
+            _quietly(db, "SELECT set_config('lock_timeout', %s, false)", (previous,))
     try:
         yield
     finally:
-        with contextlib.suppress(DatabaseError, InterfaceError, PeeweeServerlessError):
-            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        _quietly(db, "SELECT pg_advisory_unlock(%s)", (key,))
 
 
 @contextlib.contextmanager
@@ -210,6 +214,14 @@ def _sqlite_lock(db: Any, name: str, timeout: float) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: The lock per engine (the database class's ``engine`` attribute, set per backend).
+_LOCKS: dict[str, Callable[[Any, str, float], contextlib.AbstractContextManager[None]]] = {
+    "mysql": _mysql_lock,
+    "postgres": _postgres_lock,
+    "sqlite": _sqlite_lock,
+}
+
+
 @contextlib.contextmanager
 def migration_lock(
     db: Any, name: str | None = None, timeout: float | None = None
@@ -223,15 +235,13 @@ def migration_lock(
     """
     lock_name = name or default_lock_name(db)
     wait = lock_timeout_from_env() if timeout is None else max(0.0, float(timeout))
-    if isinstance(db, MySQLDatabase):
-        manager = _mysql_lock(db, lock_name, wait)
-    elif isinstance(db, PostgresqlDatabase):
-        manager = _postgres_lock(db, lock_name, wait)
-    elif isinstance(db, SqliteDatabase):
-        manager = _sqlite_lock(db, lock_name, wait)
-    else:
-        raise TypeError(f"no migration lock for {type(db).__name__}")
-    with manager:
+    lock = _LOCKS.get(getattr(db, "engine", ""))
+    if lock is None:
+        raise TypeError(
+            f"no migration lock for {type(db).__name__}: use a peewee-serverless database "
+            "(database_from_env), whose `engine` names the lock"
+        )
+    with lock(db, lock_name, wait):
         yield
 
 
@@ -308,16 +318,9 @@ class _TransactionLockedRunner(Runner):
         self._skipped: set[str] = set()
 
     def _lock(self) -> None:
-        db = self.database
-        wait_ms = f"{max(1, int(self._timeout * 1000))}ms"
-        # is_local=true: SET LOCAL, gone at COMMIT, never leaks into another client's session.
-        db.execute_sql("SELECT set_config('lock_timeout', %s, true)", (wait_ms,))
-        try:
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (self._key,))
-        except DatabaseError as exc:
-            if getattr(driver_error(exc), "pgcode", None) != "55P03":
-                raise
-            raise _timed_out(self._lock_name, self._timeout, exc) from exc
+        # local: SET LOCAL, gone at COMMIT, never leaks into another client's session.
+        db, key, name = self.database, self._key, self._lock_name
+        _pg_wait_for_lock(db, "pg_advisory_xact_lock", key, name, self._timeout, local=True)
 
     def _create_history(self) -> None:
         # Two first-ever migrators creating the table at once would collide in the catalog.
@@ -353,7 +356,7 @@ class _TransactionLockedRunner(Runner):
 
 def _behind_proxy(db: Any) -> bool:
     options = getattr(db, "options", None)
-    return getattr(options, "mode", "direct") == "proxy" and isinstance(db, PostgresqlDatabase)
+    return getattr(options, "mode", "direct") == "proxy" and getattr(db, "engine", "") == "postgres"
 
 
 def run_migrations(

@@ -1,7 +1,8 @@
 """Where the database credentials come from: static, AWS Secrets Manager, or RDS IAM tokens.
 
 A :class:`CredentialSource` is asked for :class:`Credentials` every time the database opens a
-connection (never at import or construction). The database connects with them; when the server
+connection (never at import or construction). The database connects with them, added to that one
+attempt's driver parameters (never stored in ``connect_params``); when the server
 rejects them (:attr:`~peewee_serverless.errors.ErrorKind.AUTH_FAILED`: the secret was rotated, the
 token expired) the source is asked once more with ``refresh=True`` and the connect is retried
 once. :func:`connect_with_credentials` is that loop; ``ServerlessDatabaseMixin`` calls it.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, DatabaseUnavailable, ErrorKind, classify
@@ -80,11 +81,19 @@ class Credentials:
     database: str | None = None
 
     def __repr__(self) -> str:
-        shown = "***" if self.password else None
-        return (
-            f"Credentials(user={self.user!r}, password={shown!r}, host={self.host!r}, "
-            f"port={self.port!r}, database={self.database!r})"
-        )
+        return masked_repr(self)
+
+
+def masked_repr(obj: Any) -> str:
+    """A dataclass's repr with its ``password`` shown as ``'***'`` (or ``None`` when unset) and
+    the other fields as the dataclass shows them: the one rule for every settings object."""
+    shown = []
+    for f in fields(obj):
+        if f.name == "password":
+            shown.append(f"password={'***' if obj.password else None!r}")
+        elif f.repr:
+            shown.append(f"{f.name}={getattr(obj, f.name)!r}")
+    return f"{type(obj).__name__}({', '.join(shown)})"
 
 
 @runtime_checkable
@@ -312,9 +321,13 @@ class IamTokenSource:
         return Credentials(user=self.user, password=token)
 
 
-def connect_with_credentials(db: Any, connect: Callable[[], Any]) -> Any:
-    """Run ``connect`` with ``db.credentials`` applied; on an auth failure refresh once, retry.
+def connect_with_credentials(db: Any, connect: Callable[[dict[str, Any]], Any]) -> Any:
+    """Run ``connect(credentials)`` with ``db.credentials``; on an auth failure refresh once, retry.
 
+    ``connect`` gets this attempt's credential parameters (``user``, ``password``, maybe
+    ``host``/``port``; ``{}`` without a source) to add to the driver parameters it builds for
+    this one connect: they are never stored in ``db.connect_params``, so a rotated secret's new
+    password replaces the old one at the next attempt and nothing long-lived holds it.
     A failed TLS certificate verification becomes a :class:`ConfigurationError` naming
     ``DB_SSL_CA`` (retrying cannot fix a wrong CA bundle).
     """
@@ -323,18 +336,16 @@ def connect_with_credentials(db: Any, connect: Callable[[], Any]) -> Any:
     source: CredentialSource | None = getattr(db, "credentials", None)
     try:
         if source is None:
-            return connect()
-        _apply(db, source.get())
+            return connect({})
         try:
-            return connect()
+            return connect(_params_for(db, source.get()))
         except Exception as exc:
             if not source.refreshable or classify(exc) is not ErrorKind.AUTH_FAILED:
                 raise
         logger.warning("database rejected the credentials; fetching them again once")
         refreshes = getattr(db, "credential_refreshes", 0)
         db.credential_refreshes = refreshes + 1
-        _apply(db, source.get(refresh=True))
-        return connect()
+        return connect(_params_for(db, source.get(refresh=True)))
     except Exception as exc:
         failure = verification_failure(exc)
         if failure is None:
@@ -344,20 +355,20 @@ def connect_with_credentials(db: Any, connect: Callable[[], Any]) -> Any:
     raise failure
 
 
-def _apply(db: Any, credentials: Credentials) -> None:
-    params = db.connect_params
-    if credentials.user is not None:
-        params["user"] = credentials.user
-    if credentials.password is not None:
-        params["password"] = credentials.password
-    if credentials.host is not None:
-        params["host"] = credentials.host
-    if credentials.port is not None:
-        params["port"] = credentials.port
+def _params_for(db: Any, credentials: Credentials) -> dict[str, Any]:
+    """The driver parameters ``credentials`` give one connect. The database name (a secret's
+    ``dbname``) is no credential: it becomes ``db.database``, as if it had been configured."""
     if credentials.database:
         db.database = credentials.database
     if not db.database:
         raise ConfigurationError("DB_NAME", "is required: neither DB_NAME nor the secret names one")
+    given = {
+        "user": credentials.user,
+        "password": credentials.password,
+        "host": credentials.host,
+        "port": credentials.port,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _opt_str(value: Any) -> str | None:

@@ -2,10 +2,10 @@
 
 ``serve`` and ``invoke`` read the function's handler, timeout, memory size and ``Environment``
 (``Globals`` merged under the function's own properties) and the type of API in front of it
-(``HttpApi`` -> payload v2, ``Api`` -> v1), as ``sam local`` does. CloudFormation intrinsics
-are resolved only where a local run can: ``!Ref`` to a parameter gives its ``Default``; any
-other intrinsic (``!Sub``, ``!If``, ``!GetAtt``...) leaves the value out, so a value from
-``--env-file`` or the default applies instead. PyYAML reads the file (extra ``local``).
+(``HttpApi`` -> payload v2, ``Api`` -> v1), as ``sam local`` does. The file is read by
+:mod:`..sam_template` (shared with ``package``): ``!Ref`` to a parameter gives its ``Default``;
+any other intrinsic (``!Sub``, ``!If``, ``!GetAtt``...) leaves the value out, so a value from
+``--env-file`` or the default applies instead.
 """
 
 from __future__ import annotations
@@ -14,22 +14,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidInput
+from .. import sam_template as sam
+from ..sam_template import TemplateError
 
-__all__ = ["FunctionTemplate", "TemplateError", "read_template"]
+__all__ = ["FunctionTemplate", "TemplateError", "find_template", "read_template"]
 
 TEMPLATE_NAMES = ("template.yaml", "template.yml")
-
-
-class TemplateError(InvalidInput):
-    """The template cannot be read or does not describe the function asked for."""
-
-
-class _Intrinsic:
-    """A CloudFormation intrinsic function (``!Ref X``) as read from YAML."""
-
-    def __init__(self, name: str, value: Any) -> None:
-        self.name, self.value = name, value
 
 
 @dataclass
@@ -46,30 +36,6 @@ class FunctionTemplate:
     path: str = ""
 
 
-def _loader() -> Any:
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - PyYAML comes with the `local` extra
-        raise TemplateError(
-            "reading template.yaml needs PyYAML: pip install 'peewee-serverless[local]'"
-        ) from None
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def intrinsic(loader: Any, suffix: str, node: Any) -> _Intrinsic:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return _Intrinsic(suffix, value)
-
-    Loader.add_multi_constructor("!", intrinsic)
-    return yaml, Loader
-
-
 def find_template(directory: str = ".") -> str | None:
     """The path of ``template.yaml`` (or ``.yml``) in ``directory``, if there is one."""
     for name in TEMPLATE_NAMES:
@@ -77,16 +43,6 @@ def find_template(directory: str = ".") -> str | None:
         if os.path.isfile(path):
             return path
     return None
-
-
-def _resolve(value: Any, params: dict[str, Any]) -> Any:
-    if isinstance(value, dict) and set(value) == {"Ref"}:
-        value = _Intrinsic("Ref", value["Ref"])
-    if isinstance(value, _Intrinsic):
-        if value.name == "Ref" and isinstance(value.value, str) and value.value in params:
-            return params[value.value]
-        return None
-    return value
 
 
 def _number(value: Any, what: str) -> float | None:
@@ -112,29 +68,12 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
     """The function in ``path`` whose ``Handler`` is ``handler`` (``module.function``; or ends
     it, as a source-tree import path ends with the zip's), or without ``handler`` the first
     function behind an API event."""
-    yaml, loader = _loader()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.load(fh, Loader=loader)  # noqa: S506 - a SafeLoader subclass
-    except OSError as exc:
-        raise TemplateError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise TemplateError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise TemplateError(f"{path} is not a SAM template")
-    params = {
-        name: (spec or {}).get("Default")
-        for name, spec in (doc.get("Parameters") or {}).items()
-        if isinstance(spec, dict)
-    }
-    defaults = ((doc.get("Globals") or {}).get("Function")) or {}
-    functions = [
-        (logical_id, res.get("Properties") or {})
-        for logical_id, res in (doc.get("Resources") or {}).items()
-        if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Function"
-    ]
+    doc = sam.load_template(path)
+    params = sam.parameter_defaults(doc)
+    defaults = sam.function_globals(doc)
+    found = sam.functions(doc)
     chosen = None
-    for logical_id, props in functions:
+    for logical_id, props in found:
         if handler is not None and props.get("Handler") == handler:
             chosen = logical_id, props
             break
@@ -143,7 +82,7 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
             break
     if chosen is None and handler is not None:
         # Run from the source tree, `examples.users.app.handler` is the zip's `users.app.handler`.
-        for logical_id, props in functions:
+        for logical_id, props in found:
             deployed = props.get("Handler")
             if isinstance(deployed, str) and handler.endswith("." + deployed):
                 chosen = logical_id, props
@@ -154,15 +93,12 @@ def read_template(path: str, handler: str | None = None) -> FunctionTemplate:
     logical_id, props = chosen
 
     def prop(name: str) -> Any:
-        return _resolve(props.get(name, defaults.get(name)), params)
+        return sam.resolve(props.get(name, defaults.get(name)), params)
 
-    environment: dict[str, str] = {}
-    for source in (defaults, props):
-        variables = (source.get("Environment") or {}).get("Variables") or {}
-        for name, raw in variables.items():
-            value = _resolve(raw, params)
-            if value is not None and not isinstance(value, (dict, list)):
-                environment[str(name)] = str(value)
+    environment = {
+        **sam.environment_variables(defaults, params),
+        **sam.environment_variables(props, params),
+    }
     memory = _number(prop("MemorySize"), "MemorySize")
     return FunctionTemplate(
         logical_id=logical_id,

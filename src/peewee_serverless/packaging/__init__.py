@@ -11,7 +11,9 @@
    ``requirements.txt`` and ``--requirements`` files;
 3. installs all of that with **one** pip resolution as Linux wheels for the Lambda runtime
    (:mod:`.requirements`), copies this library (the imported copy, so an editable checkout
-   ships its current source; without the development-only ``local``/``packaging`` parts) and
+   ships its current source; without the development-only parts: ``local``, ``packaging``,
+   the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py``, the
+   model generator ``introspect.py`` and the template reader ``sam_template.py``) and
    the function; strips caches, tests, console scripts and the runtime-provided boto3;
 4. writes a deterministic zip (:mod:`.archive`) to a temporary file, unpacks it and imports
    the handler in a fresh interpreter as Lambda would (:mod:`.check`); only then moves it to
@@ -75,8 +77,18 @@ PACKAGE = "peewee_serverless"
 #: Provided by the Lambda Python runtime: shipping them only costs size and cold-start time.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 
-#: Parts of this library that only a developer's machine uses (never imported in Lambda).
-DEVELOPMENT_ONLY = ("local", "packaging", "testing")
+#: Parts of this library that only a developer's machine uses (never imported in Lambda), as
+#: paths inside the package: the local runtime, this command, the pytest plugin, the local
+#: Data API stand-in (``data-api serve``), the model generator (``models``) and the SAM
+#: template reader both local tools share.
+DEVELOPMENT_ONLY = (
+    "local",
+    "packaging",
+    "testing",
+    "data_api/endpoint.py",
+    "introspect.py",
+    "sam_template.py",
+)
 
 #: Imports that need the ``api`` extra (Powertools resolver, pydantic models, idempotency).
 API_IMPORTS = (
@@ -127,11 +139,11 @@ def _copy_library(staging: Path) -> None:
     skip = set(DEVELOPMENT_ONLY)
 
     def ignore(directory: str, names: list[str]) -> set[str]:
-        top = Path(directory) == origin
+        inside = Path(directory).relative_to(origin)
         return {
             n
             for n in names
-            if n in PRUNED_DIRS or n.endswith(PRUNED_SUFFIXES) or (top and n in skip)
+            if n in PRUNED_DIRS or n.endswith(PRUNED_SUFFIXES) or (inside / n).as_posix() in skip
         }
 
     shutil.copytree(origin, staging / PACKAGE, ignore=ignore)

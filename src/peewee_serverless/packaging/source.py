@@ -11,7 +11,8 @@ Only code ships. Skipped, in this order of precedence (later wins, ``!pattern`` 
 
 1. built-in rules (:data:`DEFAULT_IGNORE`): dot-files and dot-folders, caches, virtualenvs
    (any folder holding ``pyvenv.cfg``), databases, logs, keys and certificates, ``secrets.json``,
-   earlier build outputs (``dist/``, ``build/``, ``*.zip``), ``tests/``, ``node_modules/``;
+   earlier build outputs (``dist/``, ``build/``, ``*.zip``), ``node_modules/``, tests
+   (``tests/``, ``conftest.py``, ``test_*.py``, ``*_test.py``, ``pytest.ini``);
 2. ``.gitignore`` files from the enclosing git repository's root down to the function folder,
    and those inside it, each applying to its own directory as git does;
 3. ``.lambdaignore`` in the function folder (same syntax), the place to re-include a file
@@ -70,8 +71,12 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     "build/",
     "*.zip",
     "node_modules/",
+    # tests: pytest's own discovery patterns and configuration (the runtime never imports them)
     "tests/",
     "conftest.py",
+    "test_*.py",
+    "*_test.py",
+    "pytest.ini",
 )
 
 #: The ignore files read, in increasing precedence (documented in docs/deployment.md).

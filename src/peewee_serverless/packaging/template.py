@@ -1,9 +1,9 @@
 """What a SAM template says about a function: its environment, hence its database engine.
 
-CloudFormation's short tags (``!Ref``, ``!If``, ``!Sub``...) are read as ``{"Fn::...": ...}``
-with PyYAML, as cfn-lint does; a ``!Ref`` to a parameter resolves to the parameter's default.
-Only what packaging needs is interpreted: ``Globals.Function`` and the function's own
-``Environment.Variables``, ``Runtime``, ``Architectures`` and ``CodeUri``.
+The file is read by :mod:`..sam_template` (shared with ``serve``/``invoke``): a ``!Ref`` to a
+parameter resolves to the parameter's default, other intrinsics to nothing. Only what packaging
+needs is interpreted: ``Globals.Function`` and the function's own ``Environment.Variables``,
+``Runtime``, ``Architectures`` and ``CodeUri``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import sam_template as sam
 from ..config import ENGINES
 from ..errors import PackagingError
+from ..sam_template import TemplateError
 
 __all__ = ["ENGINE_EXTRAS", "TemplateFunction", "engine_from_environment", "read_template"]
 
@@ -33,49 +35,18 @@ class TemplateFunction:
     name: str | None = None
 
 
-def _loader() -> Any:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def short_tag(loader: Any, suffix: str, node: Any) -> Any:
-        key = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {key: value}
-
-    Loader.add_multi_constructor("!", short_tag)
-    return Loader
-
-
-def _resolve(value: Any, parameters: dict[str, Any]) -> str | None:
+def _text(value: Any, defaults: dict[str, Any]) -> str | None:
+    """A scalar setting as text; None for what only CloudFormation can evaluate."""
+    value = sam.resolve(value, defaults)
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, dict) and set(value) == {"Ref"}:
-        default = parameters.get(str(value["Ref"]), {}).get("Default")
-        return None if default is None else str(default)
-    return None  # an expression only CloudFormation can evaluate
+    return None
 
 
-def _environment(props: dict[str, Any], parameters: dict[str, Any]) -> dict[str, str]:
-    variables = ((props.get("Environment") or {}).get("Variables")) or {}
-    out: dict[str, str] = {}
-    for name, value in variables.items():
-        resolved = _resolve(value, parameters)
-        if resolved is not None:
-            out[str(name)] = resolved
-    return out
-
-
-def _architecture(props: dict[str, Any], parameters: dict[str, Any]) -> str | None:
-    value = props.get("Architectures")
+def _architecture(props: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+    value = sam.resolve(props.get("Architectures"), defaults)
     if isinstance(value, list) and value:
-        return _resolve(value[0], parameters)
+        return _text(value[0], defaults)
     return None
 
 
@@ -87,33 +58,26 @@ def read_template(path: str | os.PathLike[str], function_folder: Path) -> Templa
     """
     template_path = Path(path).resolve()
     try:
-        document = __import__("yaml").load(template_path.read_text(encoding="utf-8"), _loader())
-    except OSError as exc:
-        raise PackagingError(f"cannot read template {path}: {exc.strerror}") from None
-    except Exception as exc:  # noqa: BLE001 - any YAML error: one line naming the file
-        raise PackagingError(f"template {path} is not valid YAML: {exc}") from None
-    if not isinstance(document, dict):
-        raise PackagingError(f"template {path} is not a SAM template")
-    parameters = document.get("Parameters") or {}
-    globals_ = ((document.get("Globals") or {}).get("Function")) or {}
-    environment = _environment(globals_, parameters)
-    runtime = _resolve(globals_.get("Runtime"), parameters)
-    architecture = _architecture(globals_, parameters)
+        document = sam.load_template(template_path)
+    except TemplateError as exc:
+        raise PackagingError(str(exc)) from None
+    defaults = sam.parameter_defaults(document)
+    globals_ = sam.function_globals(document)
+    environment = sam.environment_variables(globals_, defaults)
+    runtime = _text(globals_.get("Runtime"), defaults)
+    architecture = _architecture(globals_, defaults)
     name = None
     folder = function_folder.resolve()
-    for resource_name, resource in (document.get("Resources") or {}).items():
-        if not isinstance(resource, dict) or resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource.get("Properties") or {}
-        code_uri = _resolve(props.get("CodeUri", globals_.get("CodeUri")), parameters)
+    for logical_id, props in sam.functions(document):
+        code_uri = _text(props.get("CodeUri", globals_.get("CodeUri")), defaults)
         if code_uri is None:
             continue
         where = (template_path.parent / code_uri).resolve()
         if where in (folder, folder.parent):
-            environment = {**environment, **_environment(props, parameters)}
-            runtime = _resolve(props.get("Runtime"), parameters) or runtime
-            architecture = _architecture(props, parameters) or architecture
-            name = str(resource_name)
+            environment = {**environment, **sam.environment_variables(props, defaults)}
+            runtime = _text(props.get("Runtime"), defaults) or runtime
+            architecture = _architecture(props, defaults) or architecture
+            name = logical_id
             break
     return TemplateFunction(template_path, environment, runtime, architecture, name)
 
