@@ -37,6 +37,19 @@ def test_jitter_stays_within_bounds(policy: Backoff, seed: int) -> None:
             assert wait >= min(policy.base, policy.cap)
 
 
+@given(policy=policies, seed=st.integers(min_value=0, max_value=2**32))
+@settings(max_examples=200, deadline=None)
+def test_decorrelated_waits_shorten_as_the_waiting_grows(policy: Backoff, seed: int) -> None:
+    """Aging: the longer a connect has waited, the lower the cap of its next wait, so an old
+    waiter polls at least as often as a fresh one (closer to first come, first served)."""
+    policy = Backoff(policy.base, policy.cap, policy.retries, "decorrelated", aging=2.0)
+    waited = 0.0
+    for wait in policy.delays(random.Random(seed)):
+        ceiling = max(policy.base, policy.cap * 2.0 / (2.0 + waited))
+        assert policy.base <= wait <= ceiling + 1e-12
+        waited += wait
+
+
 @given(
     policy=policies,
     remaining_ms=st.integers(min_value=0, max_value=20_000),

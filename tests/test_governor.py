@@ -271,6 +271,7 @@ def test_nothing_to_reap_means_yielding_our_own_connection(accounts: Accounts) -
     db = accounts.backend.make_db(
         accounts.env(accounts.app, DB_USAGE_THRESHOLD="0.05", DB_ZOMBIE_MIN_SECONDS="0")
     )
+    db.hold_seconds = 0.0  # no lease (MySQL's default keeps a fresh slot for 0.25 s)
     db.refused_at = time.monotonic()  # others wait: this container was just refused a slot
     fields = _invoke(db)
     assert fields["reaped"] == 0
@@ -278,6 +279,42 @@ def test_nothing_to_reap_means_yielding_our_own_connection(accounts: Accounts) -
     assert db.is_closed()
     fields = _invoke(db)  # the next invocation simply connects again
     assert fields["connects"] == 1
+
+
+def test_with_others_waiting_a_slot_is_kept_for_its_lease_then_handed_over(
+    accounts: Accounts,
+) -> None:
+    """A handover costs a connect: the slot is kept ``hold_seconds``, then yielded."""
+    db = accounts.backend.make_db(
+        accounts.env(accounts.app, DB_USAGE_THRESHOLD="0.05", DB_ZOMBIE_MIN_SECONDS="0")
+    )
+    db.hold_seconds = 60.0  # a lease no invocation of this test outlasts
+    db.refused_at = time.monotonic()
+    try:
+        fields = _invoke(db)
+        assert (fields["reaped"], fields["yielded"]) == (0, 0)
+        assert not db.is_closed()
+        db._held_since -= 61.0  # the lease is over: its start moved back, no sleeping
+        fields = _invoke(db)
+        assert (fields["connects"], fields["yielded"]) == (0, 1)
+        assert db.is_closed()
+    finally:
+        db.close()
+
+
+def test_a_container_that_just_queued_yields_without_reading_usage(accounts: Accounts) -> None:
+    """Its own refusal says the server is full and others queue: no usage statements."""
+    db = accounts.backend.make_db(accounts.env(accounts.app, DB_ZOMBIE_MIN_SECONDS="0"))
+    db.hold_seconds = 0.0
+
+    def no_usage_read() -> None:
+        raise AssertionError("usage was read although this container just queued")
+
+    db.connection_usage = no_usage_read
+    db.refused_at = time.monotonic()
+    fields = _invoke(db)
+    assert fields["yielded"] == 1  # an AssertionError would have been logged and skipped
+    assert db.is_closed()
 
 
 def test_above_the_threshold_with_nobody_waiting_the_connection_is_kept(

@@ -8,7 +8,14 @@ together do not all come back together:
 
 * ``full`` jitter: the *n*-th wait is uniform in ``[0, min(cap, base * 2**n)]``;
 * ``decorrelated`` jitter: each wait is uniform in ``[base, 3 * previous]``, capped at ``cap``
-  (AWS Architecture Blog, "Exponential Backoff And Jitter").
+  (AWS Architecture Blog, "Exponential Backoff And Jitter"). The cap shrinks as the waits add
+  up (``aging``): ``cap * aging / (aging + waited)``, never below ``base``. Plain decorrelated
+  jitter serves the newest waiter first: a fresh invocation probes at 50, 150, 450 ms while one
+  refused for ten seconds sleeps the full cap, so in a burst where slots change hands after
+  every invocation the oldest waiters were the ones that ran into their deadline. With aging
+  a waiter polls more often the longer it has waited (at most every ~0.2 s after 20 s with the
+  defaults), which brings the order of service closer to first come, first served without a
+  coordinator; the total rate of attempts stays bounded by the waiters' number.
 
 Retrying stops before a wait that would end past the invocation's deadline (from
 ``context.get_remaining_time_in_millis()``, see
@@ -66,12 +73,16 @@ class Backoff:
     cap: float = 2.0
     retries: int = 10
     jitter: str = "decorrelated"
+    #: Decorrelated jitter's cap is halved once this many seconds were waited (0: no aging).
+    aging: float = 2.0
 
     def __post_init__(self) -> None:
         if self.base <= 0 or self.cap < self.base:
             raise ValueError(f"need 0 < base <= cap, got base={self.base} cap={self.cap}")
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.aging < 0:
+            raise ValueError(f"aging must be >= 0, got {self.aging}")
         if self.jitter not in JITTERS:
             raise ValueError(f"jitter must be one of {', '.join(JITTERS)}, got {self.jitter!r}")
 
@@ -79,11 +90,16 @@ class Backoff:
         """The successive waits (``retries`` of them), each within ``[0, cap]``."""
         draw = rng or random.Random()
         previous = self.base
+        waited = 0.0
         for attempt in range(self.retries):
             if self.jitter == "full":
                 yield draw.uniform(0.0, min(self.cap, self.base * 2.0**attempt))
             else:
-                previous = min(self.cap, draw.uniform(self.base, previous * 3.0))
+                cap = self.cap
+                if self.aging > 0:
+                    cap = max(self.base, cap * self.aging / (self.aging + waited))
+                previous = min(cap, draw.uniform(self.base, previous * 3.0))
+                waited += previous
                 yield previous
 
     def retry_after(self) -> int:

@@ -140,6 +140,14 @@ class GovernorMixin:
 
     #: How long a refusal of our own connect counts as "others are waiting" (seconds).
     pressure_window_seconds: float = 10.0
+    #: Above the usage threshold, usage is read again after this long (not at every invocation).
+    busy_check_seconds: float = 1.0
+    #: With others waiting, a connection is handed over only once held this long (a lease, in
+    #: seconds; per backend below). Each handover costs a close, a connect and the waiters'
+    #: refused attempts.
+    hold_seconds: float = 0.0
+    #: No zombie-reaping look before this ``time.monotonic()`` (the last look found none).
+    _no_zombies_until: float | None = None
 
     if TYPE_CHECKING:  # provided by the Peewee database / ServerlessDatabaseMixin
 
@@ -171,10 +179,19 @@ class GovernorMixin:
     def _current_usage(self) -> Usage | None:
         opts = self.options
         cached = self._usage
+        now = time.monotonic()
+        age = None if cached is None else now - cached.checked_at
         fresh_needed = (
-            cached is None
-            or time.monotonic() - cached.checked_at >= opts.usage_check_seconds
-            or cached.ratio > opts.usage_threshold
+            age is None
+            or age >= opts.usage_check_seconds
+            # Above the threshold a holder must learn soon that others queue (the refusal
+            # counter), but not at every invocation: at 1x every slot is taken and nobody
+            # waits, and two statements per invocation made it 5x slower than plain Peewee.
+            or (
+                cached is not None
+                and cached.ratio > opts.usage_threshold
+                and age >= min(self.busy_check_seconds, opts.usage_check_seconds)
+            )
             or self.events.retries > 0
         )
         if fresh_needed:
@@ -183,11 +200,18 @@ class GovernorMixin:
             self._usage = self.connection_usage()
         return self._usage
 
+    def queued_recently(self, now: float | None = None) -> bool:
+        """Whether this container was refused a slot within ``pressure_window_seconds``."""
+        refused_at = getattr(self, "refused_at", None)
+        if refused_at is None:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - refused_at <= self.pressure_window_seconds
+
     def others_waiting(self, usage: Usage) -> bool:
         """Whether there is evidence that other containers wait for a slot (module docstring)."""
         now = time.monotonic()
-        refused_at = getattr(self, "refused_at", None)
-        if refused_at is not None and now - refused_at <= self.pressure_window_seconds:
+        if self.queued_recently(now):
             return True
         if usage.refused is not None:
             before = self._refused_before
@@ -232,34 +256,62 @@ class GovernorMixin:
         left = self.time_left()  # type: ignore[attr-defined]
         if left is not None and left < GOVERN_MIN_SECONDS:
             return  # helping others never costs our answer its deadline
+        now = time.monotonic()
         if self.events.connects or self._held_since is None:
-            self._held_since = time.monotonic()
+            self._held_since = now
+        if self.queued_recently(now):
+            # This container queued for its slot moments ago: the server is full and others
+            # queue as it did. No usage read is needed to know that (two statements fewer
+            # while holding a slot others wait for); reap if due, else hand the slot over.
+            self._relieve(None, 1.0, now)
+            return
         usage = self._current_usage()
         if usage is None or usage.ratio <= opts.usage_threshold:
             return
+        self._relieve(usage, usage.ratio, now)
+
+    def _reap_due(self, now: float) -> bool:
+        # A zombie is idle for zombie_min_seconds at least: a container that found none needs
+        # not look again for a while (every look scans the server's process list).
+        return self._no_zombies_until is None or now >= self._no_zombies_until
+
+    def _relieve(self, usage: Usage | None, ratio: float, now: float) -> None:
+        """The server is short of slots: reap zombies (when due) or yield our connection."""
+        opts = self.options
         timeout = zombie_timeout(
-            usage.ratio, opts.usage_threshold, opts.zombie_min_seconds, opts.zombie_max_seconds
+            ratio, opts.usage_threshold, opts.zombie_min_seconds, opts.zombie_max_seconds
         )
-        reaped = self.reap_zombies(timeout)
-        fields = {
-            "connections": usage.connections,
-            "limit": usage.limit,
-            "scope": usage.scope,
-            "idle_timeout_s": round(timeout, 1),
-        }
+        fields: dict[str, Any] = {"idle_timeout_s": round(timeout, 1)}
+        if usage is not None:
+            fields.update(connections=usage.connections, limit=usage.limit, scope=usage.scope)
+        reaped = 0
+        if self._reap_due(now):
+            reaped = self.reap_zombies(timeout)
+            self._no_zombies_until = None if reaped else now + opts.usage_check_seconds
         if reaped:
             self.events.reaped += reaped
             self._usage = None
             emit_event(self, "reap", reaped=reaped, **fields)
-        elif self.others_waiting(usage):
-            self.yield_connection()
-            self._held_since = None
-            emit_event(self, "yield", **fields)
+            return
+        if usage is not None and not self.others_waiting(usage):
+            return
+        held = now - (self._held_since if self._held_since is not None else now)
+        if held < self.hold_seconds:
+            return
+        self.yield_connection()
+        self._held_since = None
+        emit_event(self, "yield", **fields)
 
 
 class MySQLGovernor(GovernorMixin):
     """MySQL / MariaDB: usage from ``Threads_connected`` and the user's limit; reaping by
     ``KILL CONNECTION`` of idle sessions of the same user and database."""
+
+    #: A quarter of a second lets a container run a few invocations per slot. Measured at 20x
+    #: (docs/benchmarks.md): handing the slot over after every invocation opened ~1,900
+    #: sessions for 2,000 invocations and the wall was 2x longer: the freed slot's time went
+    #: into closes and connects, while waiters' refused attempts cost MariaDB little.
+    hold_seconds = 0.25
 
     def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
         sql = (
@@ -317,6 +369,12 @@ class MySQLGovernor(GovernorMixin):
 class PostgresGovernor(GovernorMixin):
     """PostgreSQL: usage from ``pg_stat_activity`` and the role's limit; reaping by
     ``pg_terminate_backend`` of idle sessions with our ``application_name``."""
+
+    #: No lease: every refused attempt costs PostgreSQL a forked backend and an authentication,
+    #: so the waiters' attempts bound the burst whatever the holders do, and fewer handovers
+    #: only made each waiter's turn come later (at 20x: 3-16 of 2,000 invocations past their
+    #: deadline with a 0.25 s lease, 0-1 without; docs/benchmarks.md).
+    hold_seconds = 0.0
 
     def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
         # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
