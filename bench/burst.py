@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -461,15 +462,24 @@ def _span(values: list[float], fmt: str) -> str:
     return f"{fmt.format(low)}-{fmt.format(high)}"
 
 
-def markdown(runs: list[EngineRun], command: str, repeats: int, versions: str) -> str:
-    """The benchmark section (between the markers) for ``docs/benchmarks.md``."""
+def markdown(
+    runs: list[EngineRun], command: str, repeats: int, versions: str, conditions: str = ""
+) -> str:
+    """The benchmark section (between the markers) for ``docs/benchmarks.md``.
+
+    ``conditions`` says what else ran on the machine (load averages at the start and end).
+    """
     lines = [
         MARK_START,
         "## 4. Bursts against a connection limit, beside the npm anchors",
         "",
         f"`{command}` ({repeats} repeat(s); ranges are min-max over the repeats). Each container "
-        "is a real process invoking `POST /users` (one INSERT in a transaction) again and again, "
-        "0-50 ms apart, after a simultaneous cold start; containers = oversubscription x limit. "
+        "is a real process invoked with a `POST /users` event again and again, 0-50 ms apart, "
+        "after a simultaneous cold start; containers = oversubscription x limit. Every system "
+        "does the same work per invocation, one INSERT in a transaction (peewee-serverless: "
+        "`bench.burst:serverless_handler`, the lifecycle decorator on a database from the "
+        "environment, defaults only; the full users service with its HTTP layer and "
+        "idempotency record is `--variants users-service`). "
         "The application may hold `limit` connections (MariaDB: the private server's "
         "`max_connections`; PostgreSQL: the role's `CONNECTION LIMIT`). Python containers run "
         "under `peewee_serverless.local.containers`; the anchors run one `node` process per "
@@ -488,6 +498,8 @@ def markdown(runs: list[EngineRun], command: str, repeats: int, versions: str) -
         "work, so latencies are indicative; success and sessions are the robust columns.",
         "",
     ]
+    if conditions:
+        lines += [conditions, ""]
     for run in runs:
         work = _span(run.work_ms, "{:.1f}")
         lines += [
@@ -513,6 +525,9 @@ def markdown(runs: list[EngineRun], command: str, repeats: int, versions: str) -
                 f"{_span([float(x.peak_connections) for x in outs], '{:.0f}')} |"
             )
         lines.append("")
+        ratio = _latency_ratio(run)
+        if ratio:
+            lines += [ratio, ""]
     lines += [
         "![success and p99 against oversubscription](benchmarks-burst.png)",
         "",
@@ -521,6 +536,23 @@ def markdown(runs: list[EngineRun], command: str, repeats: int, versions: str) -
         MARK_END,
     ]
     return "\n".join(lines)
+
+
+def _latency_ratio(run: EngineRun) -> str:
+    """At 1x: peewee-serverless's p50 and sessions beside plain Peewee's (the no-churn goal)."""
+    ours = run.outcomes.get((1, "peewee-serverless-defaults"))
+    plain = run.outcomes.get((1, "plain-module-level"))
+    if not ours or not plain:
+        return ""
+    ratios = [o.p50_ms / p.p50_ms for o, p in zip(ours, plain, strict=False) if p.p50_ms > 0]
+    if not ratios:
+        return ""
+    return (
+        f"At 1x (as many containers as slots) peewee-serverless's p50 is "
+        f"{_span(ratios, '{:.2f}')}x plain Peewee's (same repeat), with "
+        f"{_span([float(o.sessions) for o in ours], '{:.0f}')} sessions for "
+        f"{ours[0].containers} containers."
+    )
 
 
 #: What each setting does to a burst (docs/settings.md has the reference).
@@ -533,32 +565,59 @@ KNOBS = [
     "invocations at 10x-20x although slots came free seconds later; time is the real budget.",
     "- `DB_BACKOFF_BASE_MS` / `DB_BACKOFF_CAP_MS` / `DB_BACKOFF_JITTER` [50 / 2000 / "
     "decorrelated]: each refusal of the same connect lengthens the next wait (uniform in "
-    "base..3x the previous, capped), so a container that keeps being refused backs off while a "
-    "fresh one probes quickly. A lower cap takes freed slots sooner (lower p50) at the price of "
-    "more refused attempts (each one costs the server a handshake, on PostgreSQL a forked "
-    "backend); a higher cap lengthens the tail (p99) because a freed slot waits for a sleeper.",
-    "- `DB_USAGE_THRESHOLD` [0.8] with the waiting evidence: above the threshold a container "
-    "reaps zombies and, if none, gives its own connection up at the end of an invocation, but "
-    "only when others wait: it was refused itself within the last 10 s "
-    "(`GovernorMixin.pressure_window_seconds`), or MySQL's `Connection_errors_max_connections` "
-    "rose since its previous look, or (PostgreSQL and MySQL per-user limits, where no refusal "
-    "is counted) every slot is taken and it has held its own for `DB_USAGE_CHECK_SECONDS`. At "
-    "1x this is what keeps sessions = containers; under a burst it is what hands slots over.",
-    "- `DB_USAGE_CHECK_SECONDS` [5]: how long usage is cached while below the threshold "
-    "(above it, it is read at every invocation) and the lease above.",
+    "base..3x the previous), capped; the cap shrinks as the waits add up "
+    "(`cap x 2 s / (2 s + waited)`, `Backoff.aging`), so a connect that has waited 20 s polls "
+    "at least every ~0.2 s while a fresh one starts at 50-150 ms: without aging the freshest "
+    "waiter was served first and the oldest ran into its deadline. A lower cap takes freed "
+    "slots sooner but every refused attempt costs CPU: at 20x on MariaDB a 250 ms cap tripled "
+    "the refused attempts (12,000 for 1,000 invocations) and lengthened the wall by half on "
+    "these 2 cores; on PostgreSQL each refused attempt is a forked backend and a SCRAM "
+    "authentication.",
+    "- `DB_USAGE_THRESHOLD` [0.8] with the evidence that others wait: above the threshold a "
+    "container reaps zombies and, if none, gives its own connection up at the end of an "
+    "invocation, but only when others wait: it was refused itself within the last 10 s "
+    "(`GovernorMixin.pressure_window_seconds`; then it reads no usage at all, its refusal "
+    "says enough), or MySQL's `Connection_errors_max_connections` rose since its previous "
+    "look, or (PostgreSQL and MySQL per-user limits, where no refusal is counted) every slot "
+    "is taken and it has held its own for `DB_USAGE_CHECK_SECONDS`. On MySQL a fresh slot is "
+    "first kept for a quarter of a second (`MySQLGovernor.hold_seconds`): handing it over "
+    "after every invocation doubled the 20x wall (1,900 sessions for 2,000 invocations); on "
+    "PostgreSQL there is no such lease, because there the waiters' refused attempts, not the "
+    "handovers, bound the burst, and a lease only delayed each waiter's turn (3-16 of 2,000 "
+    "invocations past their deadline with 0.25 s, 0-1 without). At 1x this is what keeps "
+    "sessions = containers.",
+    "- `DB_USAGE_CHECK_SECONDS` [5]: how long usage is cached while below the threshold, the "
+    "PostgreSQL lease above, and how long a container that found no zombie waits before "
+    "looking again. Above the threshold usage is read again after a second "
+    "(`GovernorMixin.busy_check_seconds`), not at every invocation: at 1x every slot is taken "
+    "and two statements per invocation made peewee-serverless several times slower than plain "
+    "Peewee for nobody.",
     "- `DB_ZOMBIE_MIN_SECONDS` / `DB_ZOMBIE_MAX_SECONDS` [30 / 900]: idle time after which a "
-    "connection of ours counts as a zombie, shrinking from max to min as usage nears 100 %; "
-    "bursts this short end before any connection is that idle, so they do not matter here, "
-    "only for frozen containers.",
+    "connection of ours counts as a zombie, shrinking from max to min as usage nears 100 %. In "
+    "these bursts a container's process ends after its last invocation, which closes its "
+    "socket, so nothing stays idle that long; a real Lambda container that stops being "
+    "invoked keeps its slot until the reaper of a busy container kills it after "
+    "`DB_ZOMBIE_MIN_SECONDS` (its owner would have replaced it unused by then, see "
+    "`retire_after_seconds`).",
     "- TLS context reuse (`peewee_serverless.tls`): every one of the thousands of connects in "
     "a burst used to build a fresh `ssl.SSLContext` in PyMySQL (~20 ms, the system CA store) "
     "even without TLS on the server; the connect now costs what the handshake costs.",
     "",
-    "What limits the wall time: every handover is a close, a refused attempt or two and a new "
-    "session (TCP, handshake, authentication, on PostgreSQL a forked backend), and 2 shared cores "
-    "run the containers, the server and the driver at once: with 200 processes the CPU, not the "
-    "10 slots, is the bottleneck, which the floor (slots only) does not count.",
+    "What limits the wall time: the floor counts slots, not cores. 200 container processes, "
+    "the server and the simulator share 2 cores (and here other work), so a lone warm "
+    "invocation's few milliseconds become tens of milliseconds of slot time under the "
+    "burst, and every handover is a close, refused attempts and a new session (TCP, "
+    "handshake, authentication; on PostgreSQL a forked backend) paid from the same CPU. "
+    "With 2 cores for 10 slots the CPU floor alone is 5x the slot floor.",
 ]
+
+
+def _load() -> str:
+    """The 1-minute load average, for the report (other work on the machine skews latencies)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 ENGINE_TITLES = {"mariadb": "MariaDB", "postgres": "PostgreSQL"}
@@ -644,12 +703,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--save", help="also write every outcome as JSON to this file")
     args = parser.parse_args(argv)
     if args.containers:
         levels = [args.containers / args.limit]
     else:
         levels = [float(x) for x in args.levels.split(",")]
     runs: list[EngineRun] = []
+    load_start = _load()
     for engine in args.engine.split(","):
         variants = [ANCHOR_FOR[engine] if v == "anchor" else v for v in args.variants.split(",")]
         run = EngineRun(engine, args.limit, [], {})
@@ -688,7 +749,32 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/burst.py " + " ".join(shown)
     from bench.anchors import describe
 
-    section = markdown(runs, command.strip(), args.repeats, describe())
+    conditions = (
+        f"Load average (1 min) on this 2-core machine: {load_start} at the start, "
+        f"{_load()} at the end of the run."
+    )
+    section = markdown(runs, command.strip(), args.repeats, describe(), conditions)
+    if args.save:
+        Path(args.save).write_text(
+            json.dumps(
+                {
+                    "command": command.strip(),
+                    "repeats": args.repeats,
+                    "conditions": conditions,
+                    "runs": [
+                        dataclasses.asdict(r)
+                        | {
+                            "outcomes": [
+                                [list(k), [dataclasses.asdict(o) for o in v]]
+                                for k, v in r.outcomes.items()
+                            ]
+                        }
+                        for r in runs
+                    ],
+                },
+                indent=1,
+            )
+        )
     if not args.no_write:
         output = Path(args.output)
         write_section(output, section)
