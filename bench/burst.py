@@ -386,10 +386,11 @@ def sessions_opened(server: Any, account: str) -> int:
 
 
 def work_ms(server: Any, invocations: int = 40) -> float:
-    """The work of one invocation: median latency of a lone warm users-service container.
+    """The work of one invocation: median latency of a lone warm peewee-serverless container
+    running the benchmark's handler (:func:`serverless_handler`).
 
-    That is how long an invocation holds its connection when nobody competes for slots (the
-    handler, its HTTP layer and its database round trips), the unit of the floor.
+    That is how long an invocation holds its connection when nobody competes for slots or CPU
+    (the handler and its database round trips), the unit of the floor.
     """
     outcome_results: list[float] = []
     from peewee_serverless.local.containers import run_containers
@@ -492,8 +493,8 @@ def markdown(
         "start to last invocation's end; sessions = server sessions the account opened "
         "(MariaDB `USER_STATISTICS`, PostgreSQL `pg_stat_database.sessions`); peak = most "
         "sessions seen at once (sampled every 10 ms); floor = invocations x the work of one "
-        "invocation (median latency of a lone warm users-service container, measured in the "
-        "same run: the time an invocation holds its connection) / limit, the shortest wall "
+        "invocation (median latency of a lone warm peewee-serverless container, measured in "
+        "the same run: the time an invocation holds its connection) / limit, the shortest wall "
         "any system could have with that many slots. Machine: 2 cores shared with other "
         "work, so latencies are indicative; success and sessions are the robust columns.",
         "",
@@ -612,6 +613,46 @@ KNOBS = [
 ]
 
 
+class LoadWatch:
+    """The highest 1-minute load average seen while a run lasts (a thread, every 5 s)."""
+
+    def __init__(self) -> None:
+        self.peak = os.getloadavg()[0]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loadwatch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):  # the sampling period
+            self.peak = max(self.peak, os.getloadavg()[0])
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _from_saved(path: Path, output: Path, no_write: bool) -> int:
+    """Rebuild the section and the plot from a ``--save`` file (the text changed, not the run)."""
+    from bench.anchors import describe
+
+    saved = json.loads(path.read_text())
+    runs = []
+    for r in saved["runs"]:
+        outcomes: dict[tuple[int, str], list[BurstOutcome]] = {}
+        for key, outs in r["outcomes"]:
+            outcomes[(key[0], key[1])] = [BurstOutcome(**o) for o in outs]
+        runs.append(EngineRun(r["engine"], r["limit"], r["work_ms"], outcomes))
+    section = markdown(
+        runs, saved["command"], saved["repeats"], describe(), saved.get("conditions", "")
+    )
+    if not no_write:
+        write_section(output, section)
+        plot(runs, output.with_name("benchmarks-burst.png"))
+    print(section)
+    return 0
+
+
 def _load() -> str:
     """The 1-minute load average, for the report (other work on the machine skews latencies)."""
     try:
@@ -704,13 +745,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--save", help="also write every outcome as JSON to this file")
+    parser.add_argument("--load", help="write the section and plot from a --save file, no run")
     args = parser.parse_args(argv)
     if args.containers:
         levels = [args.containers / args.limit]
     else:
         levels = [float(x) for x in args.levels.split(",")]
+    if args.load:
+        return _from_saved(Path(args.load), Path(args.output), args.no_write)
     runs: list[EngineRun] = []
     load_start = _load()
+    peak_load = LoadWatch()
     for engine in args.engine.split(","):
         variants = [ANCHOR_FOR[engine] if v == "anchor" else v for v in args.variants.split(",")]
         run = EngineRun(engine, args.limit, [], {})
@@ -749,11 +794,19 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/burst.py " + " ".join(shown)
     from bench.anchors import describe
 
+    peak_load.stop()
     conditions = (
         f"Load average (1 min) on this 2-core machine: {load_start} at the start, "
-        f"{_load()} at the end of the run."
+        f"{_load()} at the end, {peak_load.peak:.1f} at the highest (sampled every 5 s; the "
+        "containers of a 200-container burst alone count up to 200 runnable processes)."
     )
     section = markdown(runs, command.strip(), args.repeats, describe(), conditions)
+    shown_save = "--save" in shown
+    if shown_save:
+        i = shown.index("--save")
+        del shown[i : i + 2]
+        command = "python bench/burst.py " + " ".join(shown)
+        section = markdown(runs, command.strip(), args.repeats, describe(), conditions)
     if args.save:
         Path(args.save).write_text(
             json.dumps(
