@@ -526,9 +526,9 @@ def markdown(
                 f"{_span([float(x.peak_connections) for x in outs], '{:.0f}')} |"
             )
         lines.append("")
-        ratio = _latency_ratio(run)
-        if ratio:
-            lines += [ratio, ""]
+        for note in (_latency_ratio(run), _goal_status(run)):
+            if note:
+                lines += [note, ""]
     lines += [
         "![success and p99 against oversubscription](benchmarks-burst.png)",
         "",
@@ -553,6 +553,20 @@ def _latency_ratio(run: EngineRun) -> str:
         f"{_span(ratios, '{:.2f}')}x plain Peewee's (same repeat), with "
         f"{_span([float(o.sessions) for o in ours], '{:.0f}')} sessions for "
         f"{ours[0].containers} containers."
+    )
+
+
+def _goal_status(run: EngineRun) -> str:
+    """Issue 15's goal at 20x for peewee-serverless: 100 % success, wall within 5x the floor."""
+    outs = run.outcomes.get((20, "peewee-serverless-defaults"))
+    if not outs:
+        return ""
+    floor = run.floor_s(outs[0].invocations)
+    success = _span([o.success_rate * 100 for o in outs], "{:.2f}")
+    ratio = _span([o.wall_s / floor for o in outs], "{:.0f}")
+    return (
+        f"Goal at 20x (100 % success with the defaults, wall within 5x the floor): success "
+        f"{success} %, wall {ratio}x the floor of {floor:.2f} s."
     )
 
 
@@ -585,7 +599,7 @@ KNOBS = [
     "after every invocation doubled the 20x wall (1,900 sessions for 2,000 invocations); on "
     "PostgreSQL there is no such lease, because there the waiters' refused attempts, not the "
     "handovers, bound the burst, and a lease only delayed each waiter's turn (3-16 of 2,000 "
-    "invocations past their deadline with 0.25 s, 0-1 without). At 1x this is what keeps "
+    "invocations past their deadline with 0.25 s, 0-3 without). At 1x this is what keeps "
     "sessions = containers.",
     "- `DB_USAGE_CHECK_SECONDS` [5]: how long usage is cached while below the threshold, the "
     "PostgreSQL lease above, and how long a container that found no zombie waits before "
@@ -604,12 +618,26 @@ KNOBS = [
     "a burst used to build a fresh `ssl.SSLContext` in PyMySQL (~20 ms, the system CA store) "
     "even without TLS on the server; the connect now costs what the handshake costs.",
     "",
-    "What limits the wall time: the floor counts slots, not cores. 200 container processes, "
-    "the server and the simulator share 2 cores (and here other work), so a lone warm "
-    "invocation's few milliseconds become tens of milliseconds of slot time under the "
-    "burst, and every handover is a close, refused attempts and a new session (TCP, "
-    "handshake, authentication; on PostgreSQL a forked backend) paid from the same CPU. "
-    "With 2 cores for 10 slots the CPU floor alone is 5x the slot floor.",
+    "**What limits it.** *Success*: retrying until the deadline with aging waits answered "
+    "every invocation at 20x in this run; it is a race against the 27 s retry budget, not a "
+    "guarantee: in three tuning runs of 200 x 10 on PostgreSQL with this policy and invocation "
+    "logs on (load 20-50) 0-3 of 2,000 invocations still reached their deadline, each after "
+    "~27 s of refused attempts. *Wall / floor*: the floor counts slots, not cores. 200 container "
+    "processes, the server and the simulator share 2 cores (and here other work): with 2 "
+    "cores for 10 slots the CPU floor alone is 5x the slot floor, and a lone warm "
+    "invocation's 1 ms becomes tens of milliseconds of slot time under the burst. Every "
+    "handover adds a close, the waiters' refused attempts and a new session from the same "
+    "CPU: on PostgreSQL each of them is a forked backend and a SCRAM authentication (at 20x "
+    "~1,850 sessions and, in the logged tuning runs, 6,500-9,000 refused attempts for 2,000 "
+    "invocations), which is why its wall is 2-3x MariaDB's, whose refusals are cheap and "
+    "whose lease cut sessions to ~300. A connection pooler in front (PgBouncer, RDS Proxy: "
+    "`DB_MODE=proxy`) queues the waiters server-side instead and is the answer for sustained "
+    "20x. *1x latency*: in-process, same work, 500 warm invocations each at load ~3, "
+    "peewee-serverless takes 1.12x (MariaDB) / 1.13x (PostgreSQL) plain Peewee's time; the "
+    "governor's share is ~0.01-0.02x (`DB_MODE=proxy`, which skips it: 1.10x / 1.13x), the "
+    "rest is the per-statement deadline bound and the liveness check (lifecycle and database "
+    "hot path, issue 15 item 5). The 1x rows above are 100 invocations on a loaded machine: "
+    "noise of the same order as the difference.",
 ]
 
 
