@@ -276,6 +276,10 @@ class ServerlessDatabaseMixin:
     def _bound_waits(self, conn: Any, seconds: float | None) -> None:
         """Make the driver's next waits on ``conn`` end within ``seconds`` (None: unbounded)."""
 
+    #: Whether ``_bound_waits`` must run before each statement (drivers bounded per statement,
+    #: PyMySQL); the others are bounded for the whole invocation, or not at all (SQLite).
+    bounds_each_statement = False
+
     def _deadline_set(self, deadline: float | None) -> None:
         """An invocation with ``deadline`` starts (None: it ended); backends prepare for it."""
 
@@ -661,7 +665,7 @@ class ServerlessDatabaseMixin:
             if left <= 0:
                 raise self._out_of_time()
             conn = self._state.conn
-            if conn is not None:
+            if conn is not None and self.bounds_each_statement:
                 self._bound_waits(conn, left)
         poller = self._poller
         if (
@@ -770,6 +774,8 @@ class ServerlessMySQLDatabase(
     ConnectRetryMixin, MySQLGovernor, ServerlessDatabaseMixin, _TlsReusingMySQLDatabase
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
+
+    bounds_each_statement = True
 
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"

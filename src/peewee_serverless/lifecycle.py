@@ -44,18 +44,6 @@ def _default_logger() -> Any:
     return Logger(service="peewee-serverless", child=False)
 
 
-def _routine(events: Any) -> bool:
-    """Nothing happened to the connection but its reuse (a warm invocation's usual case)."""
-    return not (
-        events.connects
-        or events.reconnects
-        or events.retries
-        or events.reaped
-        or events.yielded
-        or events.gave_up
-    )
-
-
 def _log_invocation(
     emit: Any,
     db: ServerlessDatabaseMixin,
@@ -147,7 +135,14 @@ def database_lifecycle(
                             and connection == "reused"
                             and outcome == "ok"
                             and not (rolled_back or closed)
-                            and _routine(events)
+                            and not (
+                                events.connects
+                                or events.reconnects
+                                or events.retries
+                                or events.reaped
+                                or events.yielded
+                                or events.gave_up
+                            )
                         ):
                             debug = enabled is not None and enabled(logging.DEBUG)
                             emit = log.debug if debug else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote
 
 from ..errors import ConfigurationError
 from ..options import ENGINES, ServerlessOptions, _number
@@ -46,6 +45,10 @@ def _from_url(url: str) -> tuple[str, str, str, str] | None:
     engine = SCHEMES.get(scheme.strip().lower())
     if not sep or engine is None:
         return None
+    # Only a data-api URL needs urllib.parse (and the ipaddress module it loads): not at
+    # import, which every database_from_env() does on the cold path.
+    from urllib.parse import parse_qs, unquote
+
     location, _, query = rest.partition("?")
     cluster, _, database = location.partition("/")
     secrets = parse_qs(query).get("secret_arn") or [""]
