@@ -474,7 +474,8 @@ def markdown(
         MARK_START,
         "## 4. Bursts against a connection limit, beside the npm anchors",
         "",
-        f"`{command}` ({repeats} repeat(s); ranges are min-max over the repeats). Each container "
+        (f"`{command}` ({repeats} repeat(s); " if repeats else f"{command} (")
+        + "ranges are min-max over a row's bursts, counted in the runs column). Each container "
         "is a real process invoked with a `POST /users` event again and again, 0-50 ms apart, "
         "after a simultaneous cold start; containers = oversubscription x limit. Every system "
         "does the same work per invocation, one INSERT in a transaction (peewee-serverless: "
@@ -507,16 +508,16 @@ def markdown(
             f"**{ENGINE_TITLES.get(run.engine, run.engine)}**, limit {run.limit}, "
             f"work per invocation {work} ms",
             "",
-            "| system | x | containers x invocations | success | p50 ms | p99 ms | wall s "
+            "| system | x | containers x invocations | runs | success | p50 ms | p99 ms | wall s "
             "| wall / floor | sessions | peak |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for (level, variant), outs in sorted(run.outcomes.items()):
             o = outs[0]
             floor = run.floor_s(o.invocations)
             lines.append(
                 f"| {LABELS.get(variant, variant)} | {level}x | {o.containers} x "
-                f"{o.invocations // max(o.containers, 1)} | "
+                f"{o.invocations // max(o.containers, 1)} | {len(outs)} | "
                 f"{_span([x.success_rate * 100 for x in outs], '{:.1f}')}% | "
                 f"{_span([x.p50_ms for x in outs], '{:.1f}')} | "
                 f"{_span([x.p99_ms for x in outs], '{:.0f}')} | "
@@ -619,25 +620,28 @@ KNOBS = [
     "even without TLS on the server; the connect now costs what the handshake costs.",
     "",
     "**What limits it.** *Success*: retrying until the deadline with aging waits answered "
-    "every invocation at 20x in this run; it is a race against the 27 s retry budget, not a "
-    "guarantee: in three tuning runs of 200 x 10 on PostgreSQL with this policy and invocation "
-    "logs on (load 20-50) 0-3 of 2,000 invocations still reached their deadline, each after "
-    "~27 s of refused attempts. *Wall / floor*: the floor counts slots, not cores. 200 container "
+    "every invocation at 20x in these runs; it is a race against the 27 s retry budget, not "
+    "a guarantee: in three tuning runs of 200 x 10 on PostgreSQL with this policy and "
+    "invocation logs on (load 20-50) 0-3 of 2,000 invocations still reached their deadline, "
+    "each after ~27 s of refused attempts. *Wall / floor* (goal 5x, not met: 56-101x on "
+    "MariaDB, 150-237x on PostgreSQL): the floor counts slots, not cores. 200 container "
     "processes, the server and the simulator share 2 cores (and here other work): with 2 "
     "cores for 10 slots the CPU floor alone is 5x the slot floor, and a lone warm "
-    "invocation's 1 ms becomes tens of milliseconds of slot time under the burst. Every "
+    "invocation's ~1 ms becomes tens of milliseconds of slot time under the burst. Every "
     "handover adds a close, the waiters' refused attempts and a new session from the same "
-    "CPU: on PostgreSQL each of them is a forked backend and a SCRAM authentication (at 20x "
-    "~1,850 sessions and, in the logged tuning runs, 6,500-9,000 refused attempts for 2,000 "
-    "invocations), which is why its wall is 2-3x MariaDB's, whose refusals are cheap and "
-    "whose lease cut sessions to ~300. A connection pooler in front (PgBouncer, RDS Proxy: "
-    "`DB_MODE=proxy`) queues the waiters server-side instead and is the answer for sustained "
-    "20x. *1x latency*: in-process, same work, 500 warm invocations each at load ~3, "
-    "peewee-serverless takes 1.12x (MariaDB) / 1.13x (PostgreSQL) plain Peewee's time; the "
-    "governor's share is ~0.01-0.02x (`DB_MODE=proxy`, which skips it: 1.10x / 1.13x), the "
-    "rest is the per-statement deadline bound and the liveness check (lifecycle and database "
-    "hot path, issue 15 item 5). The 1x rows above are 100 invocations on a loaded machine: "
-    "noise of the same order as the difference.",
+    "CPU: on PostgreSQL each of them is a forked backend and a SCRAM authentication, several "
+    "times the invocation's own work (at 20x 1,847-1,910 sessions and, in the logged tuning "
+    "runs, 6,500-9,000 refused attempts for 2,000 invocations), which is why its wall is 2-3x "
+    "MariaDB's, whose refusals are cheap and whose lease cut sessions to 280-388. A "
+    "connection pooler in front (PgBouncer, RDS Proxy: `DB_MODE=proxy`) queues the waiters "
+    "server-side instead and is the answer for sustained 20x. *1x latency* (goal 1.1x, not "
+    "met, by a few per cent): in-process, same work, 500 warm invocations "
+    "each at load ~3, peewee-serverless takes 1.12x (MariaDB) / 1.13x (PostgreSQL) plain "
+    "Peewee's time; the governor's share is ~0.01-0.02x (`DB_MODE=proxy`, which skips it: "
+    "1.10x / 1.13x); the rest is the database hot path's per-statement work (on MariaDB "
+    "mostly the deadline bound: 1.03x without a Lambda context; on PostgreSQL 1.12x with or "
+    "without; issue 15 item 5). The 1x rows above are 100 invocations each on a loaded "
+    "machine, where the ratio varies 0.6-2.2x from run to run.",
 ]
 
 
@@ -661,22 +665,30 @@ class LoadWatch:
 
 
 def _from_saved(path: Path, output: Path, no_write: bool) -> int:
-    """Rebuild the section and the plot from a ``--save`` file (the text changed, not the run)."""
+    """Rebuild the section and the plot from ``--save`` files (comma-separated: merged, each
+    row's ranges over all its bursts), when the text changed, not the runs."""
     from bench.anchors import describe
 
-    saved = json.loads(path.read_text())
-    runs = []
-    for r in saved["runs"]:
-        outcomes: dict[tuple[int, str], list[BurstOutcome]] = {}
-        for key, outs in r["outcomes"]:
-            outcomes[(key[0], key[1])] = [BurstOutcome(**o) for o in outs]
-        runs.append(EngineRun(r["engine"], r["limit"], r["work_ms"], outcomes))
-    section = markdown(
-        runs, saved["command"], saved["repeats"], describe(), saved.get("conditions", "")
-    )
+    runs: dict[str, EngineRun] = {}
+    commands, conditions = [], []
+    for part in str(path).split(","):
+        saved = json.loads(Path(part).read_text())
+        commands.append(f"`{saved['command']}` ({saved['repeats']} repeat(s))")
+        if saved.get("conditions"):
+            conditions.append(saved["conditions"])
+        for r in saved["runs"]:
+            run = runs.setdefault(r["engine"], EngineRun(r["engine"], r["limit"], [], {}))
+            run.work_ms.extend(r["work_ms"])
+            for key, outs in r["outcomes"]:
+                run.outcomes.setdefault((key[0], key[1]), []).extend(
+                    BurstOutcome(**o) for o in outs
+                )
+    # Several saved runs: each row says how many bursts its ranges cover (the "runs" column).
+    command = commands[0] if len(commands) == 1 else " and ".join(commands)
+    section = markdown(list(runs.values()), command, 0, describe(), " ".join(conditions))
     if not no_write:
         write_section(output, section)
-        plot(runs, output.with_name("benchmarks-burst.png"))
+        plot(list(runs.values()), output.with_name("benchmarks-burst.png"))
     print(section)
     return 0
 
