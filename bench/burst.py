@@ -436,6 +436,7 @@ LABELS = {
     "plain-module-level": "plain Peewee (the seed: module-level connection)",
     "peewee-serverless": "peewee-serverless, tuned (`serverless_env()`)",
     "peewee-serverless-defaults": "peewee-serverless, defaults",
+    "users-service": "peewee-serverless, defaults, the whole users service",
     "serverless-mysql": "serverless-mysql (npm)",
     "serverless-postgres": "serverless-postgres (npm)",
 }
@@ -584,11 +585,12 @@ KNOBS = [
     "base..3x the previous), capped; the cap shrinks as the waits add up "
     "(`cap x 2 s / (2 s + waited)`, `Backoff.aging`), so a connect that has waited 20 s polls "
     "at least every ~0.2 s while a fresh one starts at 50-150 ms: without aging the freshest "
-    "waiter was served first and the oldest ran into its deadline. A lower cap takes freed "
-    "slots sooner but every refused attempt costs CPU: at 20x on MariaDB a 250 ms cap tripled "
-    "the refused attempts (12,000 for 1,000 invocations) and lengthened the wall by half on "
-    "these 2 cores; on PostgreSQL each refused attempt is a forked backend and a SCRAM "
-    "authentication.",
+    "waiters probe most often, so the oldest were the likeliest to reach their deadline. A "
+    "lower cap takes freed slots sooner but every refused attempt costs CPU: at 20x on "
+    "MariaDB (users service, 200 x 5, before the other changes here) a 250 ms cap raised the "
+    "refused attempts from 3,250 to 12,000 for 1,000 invocations and lengthened the wall by "
+    "half on these 2 cores; on PostgreSQL each refused attempt is a forked backend and a "
+    "SCRAM authentication.",
     "- `DB_USAGE_THRESHOLD` [0.8] with the evidence that others wait: above the threshold a "
     "container reaps zombies and, if none, gives its own connection up at the end of an "
     "invocation, but only when others wait: it was refused itself within the last 10 s "
@@ -605,9 +607,9 @@ KNOBS = [
     "- `DB_USAGE_CHECK_SECONDS` [5]: how long usage is cached while below the threshold, the "
     "PostgreSQL lease above, and how long a container that found no zombie waits before "
     "looking again. Above the threshold usage is read again after a second "
-    "(`GovernorMixin.busy_check_seconds`), not at every invocation: at 1x every slot is taken "
-    "and two statements per invocation made peewee-serverless several times slower than plain "
-    "Peewee for nobody.",
+    "(`GovernorMixin.busy_check_seconds`), not at every invocation: at 1x every slot is taken, "
+    "and reading usage (two statements) and looking for zombies (one) at every invocation "
+    "doubled the statements of this benchmark's invocation, for nobody.",
     "- `DB_ZOMBIE_MIN_SECONDS` / `DB_ZOMBIE_MAX_SECONDS` [30 / 900]: idle time after which a "
     "connection of ours counts as a zombie, shrinking from max to min as usage nears 100 %. In "
     "these bursts a container's process ends after its last invocation, which closes its "
