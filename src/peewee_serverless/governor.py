@@ -373,7 +373,7 @@ class PostgresGovernor(GovernorMixin):
     #: No lease: every refused attempt costs PostgreSQL a forked backend and an authentication,
     #: so the waiters' attempts bound the burst whatever the holders do, and fewer handovers
     #: only made each waiter's turn come later (at 20x: 3-16 of 2,000 invocations past their
-    #: deadline with a 0.25 s lease, 0-1 without; docs/benchmarks.md).
+    #: deadline with a 0.25 s lease, 0-3 without; docs/benchmarks.md).
     hold_seconds = 0.0
 
     def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
