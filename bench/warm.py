@@ -8,6 +8,10 @@ response out, with a fresh context per invocation. Only the connection strategy 
 * ``raw``: plain Peewee, one connection opened before the loop and never managed (baseline);
 * ``per-invocation``: plain Peewee, ``connect()`` before and ``close()`` after each invocation;
 * ``pool``: ``playhouse.pool``, a connection checked out and returned around each invocation;
+* ``db-only``: the example's database object with no lifecycle around the call (a part of the
+  ``serverless`` figure: the database class's statement path);
+* ``no-deadline``: ``serverless`` with a context that has no ``get_remaining_time_in_millis``
+  (the lifecycle without the deadline bound: another part);
 * ``serverless``: ``@database_lifecycle(db, logger=...)`` (the example's database and logger);
 * ``serverless-quiet``: the same with a logger at ``WARNING`` (``POWERTOOLS_LOG_LEVEL=WARNING``),
   so the lifecycle's INFO line per invocation is not formatted: what the line itself costs;
@@ -49,11 +53,23 @@ from bench.common import (
     write_result,
 )
 
-VARIANTS = ("raw", "per-invocation", "pool", "serverless", "serverless-quiet", "example")
+VARIANTS = (
+    "raw",
+    "per-invocation",
+    "pool",
+    "db-only",
+    "no-deadline",
+    "serverless",
+    "serverless-quiet",
+    "example",
+)
 LABELS = {
     "raw": "raw Peewee, persistent connection (baseline)",
     "per-invocation": "raw Peewee, connect + close per invocation",
     "pool": "playhouse.pool, check out + return per invocation",
+    "db-only": "part: peewee-serverless's database class alone (no lifecycle)",
+    "no-deadline": "part: `@database_lifecycle` without a deadline (context without "
+    "`get_remaining_time_in_millis`)",
     "serverless": "**peewee-serverless** `@database_lifecycle`",
     "serverless-quiet": "peewee-serverless, log level WARNING (no per-invocation line)",
     "example": "example `handler` as deployed (+ `inject_lambda_context`)",
@@ -61,11 +77,32 @@ LABELS = {
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+
+class WithoutDeadline:
+    """A Lambda context without ``get_remaining_time_in_millis``: the lifecycle sets no deadline.
+
+    For the ``no-deadline`` part of the breakdown (every other attribute is the real context's).
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "get_remaining_time_in_millis":
+            raise AttributeError(name)
+        return getattr(self._context, name)
+
+
 #: Invocations per variant in one round: short rounds keep a variant and its baseline close in time.
 PER_ROUND = 100
 #: Issue 15 item 5 / issue 16 item 1: warm overhead <= 1.05x raw persistent Peewee.
 WARM_TARGET = 1.05
 OVERHEAD_NOTE = (
+    "The two *part* rows split the difference: *database class alone* is the statement "
+    "path (the model on peewee-serverless's database, no lifecycle); *without a deadline* "
+    "adds the lifecycle; the full row adds the deadline bound. "
     "What the difference is made of, per warm invocation (section 6 has the profile): the "
     "lifecycle's own Python (reset the counters, read the deadline from the context, "
     "`prepare`, `finish`, the usage watch's cached check, the log decision); system calls the "
@@ -134,10 +171,18 @@ def build_handlers(env: dict[str, str]) -> dict[str, tuple[Any, Handler]]:
     serverless = database_lifecycle(example.db, logger=example.logger)(resolve)
     quiet_logger = Logger(service="users-quiet", level="WARNING")
     quiet = database_lifecycle(example.db, logger=quiet_logger)(resolve)
+
+    def without_deadline(event: dict[str, Any], context: Any) -> Any:
+        return serverless(event, WithoutDeadline(context))
+
     return {
         "raw": (raw_db, resolve),
         "per-invocation": (per_db, per_invocation),
         "pool": (pool_db, pooled),
+        # The same query on the example's database object, no lifecycle around it: what the
+        # database class's statement path costs (its connection stays open between calls).
+        "db-only": (example.db, resolve),
+        "no-deadline": (example.db, without_deadline),
         "serverless": (example.db, serverless),
         "serverless-quiet": (example.db, quiet),
         "example": (example.db, example.handler),
