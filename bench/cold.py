@@ -490,7 +490,10 @@ def report(
         "seed at import, the others in their first query); on MariaDB the seed's PyMySQL "
         "builds a new TLS context for its connect (issue 15: ~20 ms of the MariaDB connect), "
         "which the database layer's connect does not (`tls.py`), so there the layer starts "
-        "faster than the seed."
+        "faster than the seed. The layer's first invocation also reads the server's connection "
+        "usage once (the governor; then at most every `DB_USAGE_CHECK_SECONDS`, default 5 s): "
+        "in a new PostgreSQL session that first read of `pg_stat_activity` costs about 10 ms "
+        "(catalog caches), most of its first-invocation time there."
     )
     return Section(
         "cold",
