@@ -144,9 +144,12 @@ def test_example_zip(example_zip: PackageReport) -> None:
     assert any(re.fullmatch(r"pydantic_core/_pydantic_core\..*linux.*\.so", n) for n in found)
     listed = sorted(found)
     assert names(example_zip.zip_path) == listed
+    tag = sys.implementation.cache_tag
     for name in listed:
         parts = name.split("/")
-        assert "__pycache__" not in parts and "tests" not in parts, name
+        assert "tests" not in parts, name
+        if "__pycache__" in parts:  # our bytecode only, not a wheel's or a checkout's leftovers
+            assert re.fullmatch(rf"[^/]+\.{tag}\.pyc", parts[-1]), name
         assert parts[0] not in ("bin", "boto3", "botocore", "s3transfer", "examples"), name
         assert not (parts[-1] == "RECORD" and parts[0].endswith(".dist-info")), name
     with zipfile.ZipFile(example_zip.zip_path) as zf:
@@ -293,6 +296,115 @@ def test_zips_hold_no_test_or_development_parts_and_run_under_awslambdaric(
     finally:
         pool.close()
     assert_create_duplicate_get(answers)
+
+
+# -- bytecode ------------------------------------------------------------------------------------
+#: pyc header flags (PEP 552): bit 0 hash-based, bit 1 check the source.
+CHECKED_HASH_FLAGS = 0b11
+
+
+def pyc_of(module_path: str) -> str:
+    folder, _, name = module_path.rpartition("/")
+    pyc = f"__pycache__/{name.removesuffix('.py')}.{sys.implementation.cache_tag}.pyc"
+    return f"{folder}/{pyc}" if folder else pyc
+
+
+def test_zip_holds_hash_checked_bytecode(example_zip: PackageReport) -> None:
+    import importlib.util
+    import marshal
+
+    with zipfile.ZipFile(example_zip.zip_path) as zf:
+        found = set(zf.namelist())
+        for module in (
+            "users/app.py",
+            "users/migrations/0001_create_user.py",
+            "peewee.py",
+            "peewee_serverless/__init__.py",
+            "peewee_serverless/http.py",
+            "pydantic/__init__.py",
+        ):
+            data = zf.read(pyc_of(module))
+            assert data[:4] == importlib.util.MAGIC_NUMBER, module
+            assert int.from_bytes(data[4:8], "little") == CHECKED_HASH_FLAGS, module
+            # The recorded hash is the shipped source's: Python uses the pyc, not the source.
+            assert data[8:16] == importlib.util.source_hash(zf.read(module)), module
+            # Compiled under Lambda's task root, not the random staging folder: reproducible.
+            assert marshal.loads(data[16:]).co_filename == f"/var/task/{module}", module
+        pycs = [n for n in found if n.endswith(".pyc")]
+        assert all(int.from_bytes(zf.read(n)[4:8], "little") == CHECKED_HASH_FLAGS for n in pycs)
+    sources = [n for n in found if n.endswith(".py")]
+    assert {pyc_of(n) for n in sources} == set(pycs)  # every module, nothing else
+    assert example_zip.bytecode.compiled == len(sources) and not example_zip.bytecode.failed
+    assert f"bytecode: {len(sources)} modules compiled (hash-checked pycs)" in (
+        example_zip.format()
+    )
+
+
+@pytest.mark.slow
+def test_unpacked_zip_imports_its_bytecode_without_compiling(
+    flat_zip: PackageReport, clean_python: Path, tmp_path: Path
+) -> None:
+    task = tmp_path / "task"
+    with zipfile.ZipFile(flat_zip.zip_path) as zf:
+        zf.extractall(task)  # mtimes: now, nothing like the sources' (hash-based pycs)
+    for path in sorted(task.rglob("*"), reverse=True):
+        path.chmod(0o555 if path.is_dir() else 0o444)  # read-only, as /var/task
+    try:
+        done = subprocess.run(
+            [str(clean_python), "-v", "-c", "import app"],
+            cwd=task,
+            env={"PYTHONDONTWRITEBYTECODE": "1", "DB_ENGINE": "sqlite", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        for path in task.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # `python -v` names the pyc a module's code came from; a module compiled from source has none.
+    for module in ("app.py", "models.py", "peewee.py", "peewee_serverless/__init__.py"):
+        assert f"code object from '{task / pyc_of(module)}'" in done.stderr, module
+
+
+def test_no_compile_ships_no_bytecode(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_function(tmp_path / "notes", FLAT)
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", "--no-compile"], wheels) == 0
+    assert "bytecode: not compiled (--no-compile)" in capsys.readouterr().out
+    found = names(out)
+    assert "app.py" in found and "peewee.py" in found
+    assert not [n for n in found if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_a_file_that_does_not_compile_ships_as_source(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = "print 'python 2 test data'\n"  # not imported by the handler
+    folder = write_function(tmp_path / "notes", {**FLAT, "fixtures/legacy.py": broken})
+    out = tmp_path / "function.zip"
+    assert package([str(folder), "-o", str(out), "--engine", "sqlite", "-v"], wheels) == 0
+    printed = capsys.readouterr().out
+    assert "1 .py files do not compile and ship as source only" in printed
+    assert "not compiled fixtures/legacy.py  (ships as source)" in printed
+    found = set(names(out))
+    assert "fixtures/legacy.py" in found and pyc_of("fixtures/legacy.py") not in found
+    assert pyc_of("app.py") in found
+
+
+def test_bytecode_is_only_compiled_for_this_python(tmp_path: Path) -> None:
+    from peewee_serverless.packaging.bytecode import compile_tree
+
+    (tmp_path / "m.py").write_text("X = 1\n")
+    other = "3.12" if PYTHON != "3.12" else "3.11"
+    skipped = compile_tree(tmp_path, other)
+    assert skipped.line() == f"bytecode: not compiled (target {other}, this Python {PYTHON})"
+    assert not (tmp_path / "__pycache__").exists()
+    assert compile_tree(tmp_path, PYTHON).compiled == 1
+    assert (tmp_path / pyc_of("m.py")).is_file()
 
 
 # -- the command: errors, determinism ------------------------------------------------------------

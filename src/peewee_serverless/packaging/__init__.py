@@ -15,6 +15,8 @@
    the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py``, the
    model generator ``introspect.py`` and the template reader ``sam_template.py``) and
    the function; strips caches, tests, console scripts and the runtime-provided boto3;
+   compiles it all to hash-checked bytecode when the target is this Python (:mod:`.bytecode`:
+   Lambda's task root is read-only, so without it every cold start compiles from source);
 4. writes a deterministic zip (:mod:`.archive`) to a temporary file, unpacks it and imports
    the handler in a fresh interpreter as Lambda would (:mod:`.check`); only then moves it to
    the output path. A failure is one line naming the module and why, and no zip;
@@ -43,6 +45,7 @@ from .archive import (
     PackageReport,
     write_zip,
 )
+from .bytecode import Bytecode, compile_tree
 from .check import check_zip
 from .requirements import (
     ARCHITECTURES,
@@ -59,6 +62,7 @@ from .template import ENGINE_EXTRAS, TemplateFunction, engine_from_environment, 
 
 __all__ = [
     "ARCHITECTURES",
+    "Bytecode",
     "LAMBDA_UNZIPPED_LIMIT",
     "LAMBDA_ZIPPED_LIMIT",
     "ZIP_TIMESTAMP",
@@ -257,6 +261,7 @@ def build_package(
     find_links: Sequence[str | os.PathLike[str]] = (),
     no_index: bool = False,
     include_boto3: bool = False,
+    compile: bool = True,
 ) -> PackageReport:
     """Build the Lambda deployment zip for ``function_dir``; return its :class:`PackageReport`.
 
@@ -266,7 +271,9 @@ def build_package(
     given explicitly, they are used as they are (and a missing driver is refused).
     ``requirements`` are requirement files added to the folder's own ``requirements.txt``.
     ``template`` defaults to ``template.yaml`` in the current directory when there is one.
-    ``check=False`` skips the import check (cross-builds). The other options go to pip.
+    ``check=False`` skips the import check (cross-builds). ``compile=False`` ships no bytecode
+    (a smaller zip; every cold start then compiles from source); bytecode is only compiled when
+    ``python_version`` is this interpreter's (:mod:`.bytecode`). The other options go to pip.
     """
     _require_tools()
     if handler is not None and "." not in handler.strip("."):
@@ -351,6 +358,9 @@ def build_package(
         _prune(staging, include_boto3)
         _copy_library(staging)
         _copy_function(source, staging)
+        bytecode = (
+            compile_tree(staging, python_version) if compile else Bytecode(skipped="--no-compile")
+        )
         built = write_zip(staging, Path(tmp) / "function.zip")
         the_handler = handler or source.handler
         if check:
@@ -381,6 +391,7 @@ def build_package(
         extras=tuple(chosen),
         skipped=tuple(source.skipped),
         checked=check,
+        bytecode=bytecode,
     )
 
 
@@ -443,6 +454,11 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument(
         "--no-check", action="store_true", help="skip the import check (cross-builds)"
     )
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="ship no bytecode (smaller zip; each cold start compiles from source)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="list the skipped files")
     parser.add_argument(
         "--include-boto3", action="store_true", help="ship boto3 instead of the runtime's"
@@ -477,6 +493,7 @@ def command(args: argparse.Namespace) -> int:
             find_links=args.find_links,
             no_index=args.no_index,
             include_boto3=args.include_boto3,
+            compile=not args.no_compile,
         )
     except PackagingError as exc:
         raise CommandError(str(exc)) from None

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bytecode import Bytecode
+
 __all__ = [
     "LAMBDA_UNZIPPED_LIMIT",
     "LAMBDA_ZIPPED_LIMIT",
@@ -77,6 +79,8 @@ class PackageReport:
     #: (path in the function folder, reason) for every file left out.
     skipped: tuple[tuple[str, str], ...] = ()
     checked: bool = False
+    #: The bytecode that went in (``__pycache__``), or why none.
+    bytecode: Bytecode = field(default_factory=lambda: Bytecode(skipped="--no-compile"))
 
     @property
     def within_limits(self) -> bool:
@@ -111,9 +115,11 @@ class PackageReport:
             f"handler: {self.handler}",
             "import check: "
             + ("passed (the handler imports from the unpacked zip)" if self.checked else "skipped"),
+            self.bytecode.line(),
         ]
         if verbose:
             lines += [f"skipped {path}  ({reason})" for path, reason in self.skipped]
+            lines += [f"not compiled {path}  (ships as source)" for path in self.bytecode.failed]
         elif self.skipped:
             lines.append(f"skipped {len(self.skipped)} paths (--verbose lists them)")
         lines.append(f"{'package':<28}{'unzipped':>12}{'zipped':>12}")
