@@ -121,6 +121,31 @@ def test_a_handler_that_cannot_load_fails_the_simulation() -> None:
         )
 
 
+def test_a_start_that_is_not_simultaneous_fails_the_simulation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The start barrier timing out (containers that loaded too far apart, e.g. a starved fork
+    # server) is an error, not a report without results.
+    import threading
+
+    from peewee_serverless.local import containers
+
+    class TimedOut(threading.Barrier):
+        def wait(self, timeout: float | None = None) -> int:
+            self.abort()
+            raise threading.BrokenBarrierError
+
+    monkeypatch.setattr(containers.threading, "Barrier", TimedOut)
+    with pytest.raises(RuntimeError, match="did not all load their handler"):
+        run_containers(
+            "test_containers:sim_handler",
+            containers=2,
+            invocations=1,
+            event={},
+            sys_path=[TESTS, ROOT],
+        )
+
+
 def test_percentile_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0

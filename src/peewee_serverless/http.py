@@ -41,7 +41,10 @@ from typing import Any
 
 import peewee
 
-try:
+from .extras import needs_extra
+
+# Without the `api` extra: a ModuleNotFoundError that names it (see extras.py).
+with needs_extra("peewee_serverless.http", "api", "aws_lambda_powertools", "pydantic"):
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
     from aws_lambda_powertools.event_handler.api_gateway import (
         ProxyEventType,
@@ -58,16 +61,6 @@ try:
     )
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
     from pydantic import BaseModel
-except ModuleNotFoundError as exc:
-    # The core install has neither: say which extra brings them. Still a ModuleNotFoundError
-    # with the missing module's name, for callers (and the `package` import check) that read it.
-    if (exc.name or "").partition(".")[0] not in ("aws_lambda_powertools", "pydantic"):
-        raise
-    raise ModuleNotFoundError(
-        f"peewee_serverless.http needs the `api` extra ({exc}): "
-        "pip install 'peewee-serverless[api]'",
-        name=exc.name,
-    ) from exc
 
 from .errors import DatabaseUnavailable, ErrorKind, PeeweeServerlessError, classify
 

@@ -66,26 +66,34 @@ from collections.abc import Callable
 from inspect import isclass
 from typing import Any, NamedTuple, TypeAlias, TypeVar, cast, overload
 
-from aws_lambda_powertools.shared import constants
-from aws_lambda_powertools.shared.functions import strtobool
-from aws_lambda_powertools.utilities.idempotency.base import IdempotencyHandler
-from aws_lambda_powertools.utilities.idempotency.config import IdempotencyConfig
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyInconsistentStateError,
-    IdempotencyItemAlreadyExistsError,
-    IdempotencyItemNotFoundError,
-    IdempotencyPersistenceLayerError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import (
-    STATUS_CONSTANTS,
-    DataRecord,
-)
-from aws_lambda_powertools.utilities.idempotency.serialization.base import (
-    BaseIdempotencyModelSerializer,
-    BaseIdempotencySerializer,
-)
+from .extras import needs_extra
+
+# Powertools' idempotency package imports boto3 (for its DynamoDB layer) whichever layer is
+# used, so locally this module needs the `aws` extra beside `api` (Lambda provides boto3).
+with needs_extra(
+    "peewee_serverless.idempotency", "api,aws", "aws_lambda_powertools", "boto3", "botocore"
+):
+    from aws_lambda_powertools.shared import constants
+    from aws_lambda_powertools.shared.functions import strtobool
+    from aws_lambda_powertools.utilities.idempotency.base import IdempotencyHandler
+    from aws_lambda_powertools.utilities.idempotency.config import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyInconsistentStateError,
+        IdempotencyItemAlreadyExistsError,
+        IdempotencyItemNotFoundError,
+        IdempotencyPersistenceLayerError,
+    )
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import (
+        STATUS_CONSTANTS,
+        DataRecord,
+    )
+    from aws_lambda_powertools.utilities.idempotency.serialization.base import (
+        BaseIdempotencyModelSerializer,
+        BaseIdempotencySerializer,
+    )
+
 from peewee import Database, IntegrityError
 
 from .errors import RequestInProgress

@@ -263,6 +263,14 @@ def run_containers(
             try:
                 start_gate.wait(READY_TIMEOUT)
             except threading.BrokenBarrierError:
+                with lock:
+                    # Broken by another container's failure (already listed), or timed out:
+                    # the containers did not all load in time. Never an empty, "clean" report.
+                    if not problems:
+                        problems.append(
+                            f"the containers did not all load their handler within "
+                            f"{READY_TIMEOUT:g} s of each other (simultaneous start not reached)"
+                        )
                 return
             for seq in range(invocations):
                 if seq and pause:
