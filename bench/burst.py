@@ -743,14 +743,10 @@ def plot(runs: list[EngineRun], path: Path) -> bool:
 
 def write_section(path: Path, section: str) -> None:
     """Replace (or append) the ``burst`` section of ``path``, leaving the rest untouched."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        head, _, rest = text.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    # Imported here: the containers import this module, and need none of bench.common.
+    from bench.common import write_marked_section
+
+    write_marked_section(path, section, MARK_START, MARK_END)
 
 
 @contextlib.contextmanager
