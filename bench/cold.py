@@ -494,6 +494,8 @@ def report(
         "usage once (the governor; then at most every `DB_USAGE_CHECK_SECONDS`, default 5 s): "
         "in a new PostgreSQL session that first read of `pg_stat_activity` costs about 10 ms "
         "(catalog caches), most of its first-invocation time there."
+        # Where `python -m bench.zip_cold` writes its table; bench.run keeps the last one here.
+        "\n\n<!-- zipcold:start -->\n<!-- zipcold:end -->"
     )
     return Section(
         "cold",

@@ -71,22 +71,32 @@ def existing_burst_section(path: Path) -> str:
     return BURST_PLACEHOLDER
 
 
-def kept_sections(path: Path) -> str:
-    """Sections other scripts write between their own markers (``<!-- name:start -->`` ...
-    ``<!-- name:end -->``: localrt, pgbouncer, connect, ...): kept, in their order.
+def keep_sections(path: Path, text: str) -> str:
+    """``text`` with the sections other scripts wrote into ``path`` between their own markers
+    (``<!-- name:start -->`` ... ``<!-- name:end -->``: zipcold, localrt, pgbouncer, connect, ...)
+    kept: in place of the same markers in ``text`` (a scenario's placeholder, e.g. zipcold in
+    section 2), else appended in their order.
 
     The burst section is placed by :func:`existing_burst_section`, so it is not repeated here.
     """
     if not path.exists():
-        return ""
+        return text
     import re
 
-    text = path.read_text()
-    kept = []
-    for match in re.finditer(r"<!-- ([a-z0-9_-]+):start -->.*?<!-- \1:end -->", text, re.S):
-        if match.group(1) != "burst":
-            kept.append(match.group(0))
-    return "".join("\n" + section + "\n" for section in kept)
+    for match in re.finditer(
+        r"<!-- ([a-z0-9_-]+):start -->.*?<!-- \1:end -->", path.read_text(), re.S
+    ):
+        name, section = match.group(1), match.group(0)
+        if name == "burst":
+            continue
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start in text and end in text:
+            head, _, rest = text.partition(start)
+            _, _, tail = rest.partition(end)
+            text = head + section + tail
+        else:
+            text += "\n" + section + "\n"
+    return text
 
 
 def run_burst(budget: Budget, output: Path) -> str:
@@ -289,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         png.name if plotted else None,
         [*load, f"{load_average()} at the end"],
     )
-    text += kept_sections(output)
+    text = keep_sections(output, text)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     for section in sections.values():

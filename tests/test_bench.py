@@ -31,7 +31,12 @@ def _tables(text: str) -> list[list[str]]:
 
 def test_every_scenario_writes_a_well_formed_table(tmp_path: Path) -> None:
     output = tmp_path / "benchmarks.md"
-    output.write_text("# Benchmarks\n\n<!-- burst:start -->\nkept as it was\n<!-- burst:end -->\n")
+    zipcold = "<!-- zipcold:start -->\nzip table\n<!-- zipcold:end -->"
+    localrt = "<!-- localrt:start -->\nlocal runtime\n<!-- localrt:end -->"
+    output.write_text(
+        "# Benchmarks\n\n<!-- burst:start -->\nkept as it was\n<!-- burst:end -->\n\n"
+        f"{localrt}\n\n## 2. Cold start\n\nold\n\n{zipcold}\n"
+    )
     engines = ",".join(GENERAL_BACKENDS)
     proc = subprocess.run(
         [
@@ -47,6 +52,10 @@ def test_every_scenario_writes_a_well_formed_table(tmp_path: Path) -> None:
     if set(engines.split(",")) & {"mariadb", "postgres"}:
         assert "3. After a freeze" in text
     assert "<!-- burst:start -->\nkept as it was\n<!-- burst:end -->" in text
+    # Other scripts' sections are kept once each; zip_cold's stays inside section 2.
+    assert text.count(zipcold) == 1 and text.count(localrt) == 1
+    cold = text.index("## 2. Cold start")
+    assert cold < text.index(zipcold) < text.index("\n## ", cold + 1)
     tables = _tables(text)
     assert len(tables) >= 6
     for t in tables:
