@@ -17,7 +17,12 @@ from typing import Any
 
 import pytest
 
-from peewee_serverless import DeadlineExceeded, database_from_env, database_lifecycle
+from peewee_serverless import (
+    DatabaseUnavailable,
+    DeadlineExceeded,
+    database_from_env,
+    database_lifecycle,
+)
 from peewee_serverless.local.context import LambdaContext
 from peewee_serverless.local.events import HttpRequest, build_v1_event
 
@@ -156,6 +161,31 @@ def test_a_lock_wait_ends_at_the_deadline(server: PrivateServer) -> None:
         assert server.query("SELECT n FROM counter", database=server.test_db) == [(10,)]
     finally:
         holder.close()
+        db.close()
+
+
+def test_a_handshake_of_several_round_trips_ends_at_the_deadline(server: PrivateServer) -> None:
+    """A slow link (1 s round trips): each wait of the connect fits the time left, but the
+    handshake's round trips (greeting, authentication, SET NAMES, autocommit) together do not.
+    The connect must end at the deadline, not when the wait under way at the deadline ends."""
+    with FaultProxy(server.host, server.port) as proxy:
+        env = {**server.env(), "DB_HOST": proxy.host, "DB_PORT": str(proxy.port)}
+        env["DB_CONNECT_TIMEOUT"] = "10"  # longer than the invocation: the deadline decides
+        db = database_from_env(env)
+        proxy.set_mode("latency", 0.5)
+
+        @database_lifecycle(db, logger=_Quiet())
+        def handler(event: Any, context: Any) -> Any:
+            return db.execute_sql("SELECT 1").fetchone()[0]
+
+        # The deadline (the 0.25 s margin off 2.1 s) falls in the middle of the handshake's
+        # second round trip: a wait bounded only by the time left at its start overruns it.
+        context = LambdaContext(timeout=2.1)
+        with pytest.raises((DeadlineExceeded, DatabaseUnavailable)):
+            handler({}, context)
+        assert context.get_remaining_time_in_millis() > 0
+        proxy.set_mode("pass")
+        assert handler({}, LambdaContext(timeout=TIMEOUT)) == 1  # the link is fine again
         db.close()
 
 

@@ -788,13 +788,25 @@ class ServerlessMySQLDatabase(
         # PyMySQL bounds only the TCP connect by connect_timeout; it waits for the server's
         # greeting with read_timeout, which is "forever" by default. A server that accepts and
         # never answers would hold the invocation until Lambda kills it, so the handshake gets
-        # connect_timeout too, and queries get their own read_timeout back afterwards.
+        # connect_timeout too, and queries get their own read_timeout back afterwards. Under a
+        # deadline every wait of the handshake also ends by the deadline itself (a timeout per
+        # round trip would add up past it: see tls.pymysql_connect).
         params = _params_now(self)
-        if params.get("read_timeout") is not None or params.get("connect_timeout") is None:
+        extra: dict[str, Any] = {}
+        if self._deadline is not None:
+            extra["deadline"] = self._deadline
+        handshake_only = (
+            params.get("read_timeout") is None and params.get("connect_timeout") is not None
+        )
+        if handshake_only:
+            extra["read_timeout"] = params["connect_timeout"]
+        if not extra:
             return super()._driver_connect()
-        self._attempt = {**self._attempt, "read_timeout": params["connect_timeout"]}
+        self._attempt = {**self._attempt, **extra}
         conn = super()._driver_connect()
-        conn._read_timeout = None  # queries: PyMySQL's default again (or the deadline's)
+        conn.deadline = None  # statements: bounded one by one (_bound_waits)
+        if handshake_only:
+            conn._read_timeout = None  # queries: PyMySQL's default again (or the deadline's)
         return conn
 
     def _ping(self, conn: Any) -> bool:

@@ -42,6 +42,7 @@ import functools
 import os
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +165,37 @@ def _pymysql_connection_class() -> type:
     from pymysql.connections import Connection
 
     class TlsReusingConnection(Connection):
-        """PyMySQL's connection; TLS context from :func:`client_context`, sessions resumed."""
+        """PyMySQL's connection; TLS context from :func:`client_context`, sessions resumed.
+
+        ``deadline`` (a ``time.monotonic()`` value, or None) ends every socket wait by that
+        time: PyMySQL takes its read / write timeout afresh for each wait, so a handshake of
+        several round trips (greeting, authentication, SET NAMES, autocommit) bounded by one
+        timeout per wait could add up past an invocation's deadline.
+        """
+
+        deadline: float | None = None
+        _read_limit: float | None = None
+        _write_limit: float | None = None
+
+        def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any) -> None:
+            self.deadline = deadline
+            super().__init__(*args, **kwargs)
+
+        @property
+        def _read_timeout(self) -> float | None:
+            return _until(self._read_limit, self.deadline)
+
+        @_read_timeout.setter
+        def _read_timeout(self, value: float | None) -> None:
+            self._read_limit = value
+
+        @property
+        def _write_timeout(self) -> float | None:
+            return _until(self._write_limit, self.deadline)
+
+        @_write_timeout.setter
+        def _write_timeout(self, value: float | None) -> None:
+            self._write_limit = value
 
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             # Called with {} in PyMySQL's preferred mode (no TLS option given), which would
@@ -179,6 +210,15 @@ def _pymysql_connection_class() -> type:
                 self.ctx.remember(self.host, self._sock)
 
     return TlsReusingConnection
+
+
+def _until(limit: float | None, deadline: float | None) -> float | None:
+    """A socket timeout: ``limit``, but ending by ``deadline`` (never zero: that would mean
+    non-blocking to Python's socket)."""
+    if deadline is None:
+        return limit
+    left = max(deadline - time.monotonic(), 0.001)
+    return left if limit is None else min(limit, left)
 
 
 def tls_from_env(environ: Mapping[str, str]) -> TlsSettings | None:
