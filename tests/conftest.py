@@ -334,8 +334,9 @@ def pgbouncer_proxy() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def moto_dynamodb() -> Iterator[str]:
-    """moto in server mode on 127.0.0.1 (a free port): the DynamoDB endpoint of this run."""
+def moto_server() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (a free port): the endpoint of every AWS API this run
+    talks to (DynamoDB, Secrets Manager), one server for the session."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -366,7 +367,7 @@ def dynamodb_backend(endpoint: str, tmp: Path) -> Backend:
 def make_selected_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name = request.param
     if name == "dynamodb":
-        return dynamodb_backend(request.getfixturevalue("moto_dynamodb"), tmp_path)
+        return dynamodb_backend(request.getfixturevalue("moto_server"), tmp_path)
     proxy_env = None
     if name == "pgbouncer":
         proxy_env = request.getfixturevalue("pgbouncer_proxy").env(TEST_DB)

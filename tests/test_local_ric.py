@@ -328,6 +328,15 @@ def _gated_root(example_root: Path, tmp_path: Path, count: int) -> Path:
     return root
 
 
+def _get_root(port: int) -> bytes:
+    """The body of ``GET /`` from the server on ``port``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/")
+    data = conn.getresponse().read()
+    conn.close()
+    return data
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -464,16 +473,9 @@ def test_serve_reload_restarts_containers_when_the_zip_changes(tmp_path: Path) -
         while "reload: watching" not in err:  # the watcher runs from here on
             err += proc.stderr.readline()
 
-        def body() -> bytes:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/")
-            data = conn.getresponse().read()
-            conn.close()
-            return data
-
-        assert body() == b"one"
+        assert _get_root(port) == b"one"
         _zip_app(zip_path, "two")
-        _wait_until(lambda: body() == b"two", 30, "the new code to be served")
+        _wait_until(lambda: _get_root(port) == b"two", 30, "the new code to be served")
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
@@ -502,14 +504,7 @@ def test_serve_reload_of_a_source_folder_ignores_its_own_log_file(tmp_path: Path
         _wait_until(lambda: "http://127.0.0.1:" in log_path.read_text(), 30, "the ready line")
         port = int(log_path.read_text().split("http://127.0.0.1:")[1].split()[0])
 
-        def body() -> bytes:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/")
-            data = conn.getresponse().read()
-            conn.close()
-            return data
-
-        assert body() == b"one"
+        assert _get_root(port) == b"one"
         app = tmp_path / "app.py"
         before = app.stat()
         app.write_text(
@@ -518,8 +513,8 @@ def test_serve_reload_of_a_source_folder_ignores_its_own_log_file(tmp_path: Path
         # Same size and mtime as the source the first container compiled: Python would take
         # its __pycache__ entry for this edit unless each reload gets a fresh bytecode cache.
         os.utime(app, ns=(before.st_atime_ns, before.st_mtime_ns))
-        _wait_until(lambda: body() == b"two", 30, "the new code to be served")
-        body()
+        _wait_until(lambda: _get_root(port) == b"two", 30, "the new code to be served")
+        _get_root(port)
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

@@ -23,7 +23,6 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
-from moto.server import ThreadedMotoServer
 
 from peewee_serverless import ConfigurationError, database_from_env, settings_from_env
 from peewee_serverless.lifecycle import database_lifecycle
@@ -80,18 +79,8 @@ class Aws:
         self.client.put_secret_value(SecretId=arn, SecretString=json.dumps(value))
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto in server mode on 127.0.0.1, a free port."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     """Fake credentials, a fresh Powertools provider on a counting client for ``get_secret``."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -99,15 +88,15 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_server,
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("POWERTOOLS_PARAMETERS_MAX_AGE", raising=False)
-    client = boto3.client("secretsmanager", endpoint_url=moto_url, region_name=REGION)
+    client = boto3.client("secretsmanager", endpoint_url=moto_server, region_name=REGION)
     counting = CountingClient(client)
     monkeypatch.setitem(DEFAULT_PROVIDERS, "secrets", SecretsProvider(boto3_client=counting))
-    return Aws(moto_url, client, counting)
+    return Aws(moto_server, client, counting)
 
 
 # -- servers that check passwords ------------------------------------------------------------
@@ -362,10 +351,10 @@ def test_secret_without_password_names_the_key_not_values(aws: Aws) -> None:
     _assert_no_secret(_full_text(info.value))
 
 
-def test_secret_for_another_engine_is_rejected(aws: Aws, moto_url: str) -> None:
+def test_secret_for_another_engine_is_rejected(aws: Aws, moto_server: str) -> None:
     arn = aws.create_secret({"engine": "postgres", "username": "u", "password": P1})
     # The injectable-client path: a private provider on this client.
-    client = CountingClient(boto3.client("secretsmanager", endpoint_url=moto_url))
+    client = CountingClient(boto3.client("secretsmanager", endpoint_url=moto_server))
     source = SecretsManagerSource(arn, engine="mysql", boto3_client=client)
     with pytest.raises(ConfigurationError) as info:
         source.get()

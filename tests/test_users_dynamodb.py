@@ -36,10 +36,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def service(
-    moto_dynamodb: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[UsersService]:
     """The users service on a fresh DynamoDB table of moto's server."""
-    yield load_users_service(dynamodb_backend(moto_dynamodb, tmp_path), monkeypatch)
+    yield load_users_service(dynamodb_backend(moto_server, tmp_path), monkeypatch)
 
 
 def post(service: UsersService, body: dict[str, Any], key: str | None = None) -> tuple[int, Any]:
