@@ -276,10 +276,6 @@ class ServerlessDatabaseMixin:
     def _bound_waits(self, conn: Any, seconds: float | None) -> None:
         """Make the driver's next waits on ``conn`` end within ``seconds`` (None: unbounded)."""
 
-    #: Whether ``_bound_waits`` must run before each statement (drivers bounded per statement,
-    #: PyMySQL); the others are bounded for the whole invocation, or not at all (SQLite).
-    bounds_each_statement = False
-
     def _deadline_set(self, deadline: float | None) -> None:
         """An invocation with ``deadline`` starts (None: it ended); backends prepare for it."""
 
@@ -664,9 +660,6 @@ class ServerlessDatabaseMixin:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._out_of_time()
-            conn = self._state.conn
-            if conn is not None and self.bounds_each_statement:
-                self._bound_waits(conn, left)
         poller = self._poller
         if (
             poller is not None
@@ -775,8 +768,6 @@ class ServerlessMySQLDatabase(
 ):
     """MySQL / MariaDB (PyMySQL) with serverless connection handling."""
 
-    bounds_each_statement = True
-
     reaps = True
     connection_id_sql = "SELECT CONNECTION_ID()"
 
@@ -804,7 +795,6 @@ class ServerlessMySQLDatabase(
             return super()._driver_connect()
         self._attempt = {**self._attempt, **extra}
         conn = super()._driver_connect()
-        conn.deadline = None  # statements: bounded one by one (_bound_waits)
         if handshake_only:
             conn._read_timeout = None  # queries: PyMySQL's default again (or the deadline's)
         return conn
@@ -829,22 +819,16 @@ class ServerlessMySQLDatabase(
         return True
 
     def _bound_waits(self, conn: Any, seconds: float | None) -> None:
-        # PyMySQL applies these (its only per-statement knobs) to the socket before each read /
-        # write. Without a deadline the configured values (default: none) come back.
-        params = self.connect_params
-        if seconds is None:
-            conn._read_timeout = params.get("read_timeout")
-            conn._write_timeout = params.get("write_timeout")
-            return
-        seconds = max(seconds, 0.001)
-        read, write = params.get("read_timeout"), params.get("write_timeout")
-        conn._read_timeout = seconds if read is None else min(read, seconds)
-        conn._write_timeout = seconds if write is None else min(write, seconds)
+        # Our PyMySQL connection ends every socket wait by its ``deadline`` (tls.py), whatever
+        # the configured read / write timeouts; None gives them back alone.
+        conn.deadline = None if seconds is None else time.monotonic() + max(seconds, 0.001)
 
     def _deadline_set(self, deadline: float | None) -> None:
+        # The warm connection is bounded for the whole invocation (a connection opened during
+        # it gets the deadline at its connect): nothing to do per statement.
         conn = self._state.conn
-        if deadline is None and conn is not None:
-            self._bound_waits(conn, None)
+        if conn is not None:
+            conn.deadline = deadline
 
     def connect_timeout_within(self, remaining: float, configured: float) -> float:
         """The connect (and handshake) timeout for an attempt with ``remaining`` seconds left."""

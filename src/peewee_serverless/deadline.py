@@ -9,8 +9,9 @@ deadline and nothing changes.
 
 How each driver is bounded (the hooks live on the database classes in :mod:`.database`):
 
-* **PyMySQL**: its socket timeouts, set per statement from the time left (``read_timeout`` and
-  ``write_timeout``, applied by PyMySQL on each read and write; the handshake likewise).
+* **PyMySQL**: its socket timeouts (``read_timeout`` and ``write_timeout``, applied by PyMySQL
+  on each read and write), which our connection class ends by the deadline at each wait
+  (``tls.pymysql_connect``): the handshake, every statement, COMMIT and the ping alike.
 * **psycopg2** has no socket timeout: libpq waits in its own ``poll()``. psycopg2's documented
   hook for that is a *wait callback* (``psycopg2.extensions.set_wait_callback``; psycogreen uses
   it for gevent): libpq then runs non-blocking and :func:`pg_wait` does the waiting, with
