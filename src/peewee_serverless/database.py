@@ -841,9 +841,12 @@ class ServerlessMySQLDatabase(
         from .secrets import connect_with_credentials
         from .tls import pymysql_connect
 
+        until = time.monotonic() + within
+
         def connect(credentials: dict[str, Any]) -> Any:
             params = {**self.connect_params, **credentials, "connect_timeout": within}
-            params.update(read_timeout=within, write_timeout=within)
+            # ``deadline``: the whole exchange (its handshake is four round trips) ends in time.
+            params.update(read_timeout=within, write_timeout=within, deadline=until)
             return pymysql_connect(database=self.database, autocommit=True, **params)
 
         killer = connect_with_credentials(self, connect)
