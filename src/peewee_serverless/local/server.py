@@ -65,6 +65,7 @@ if TYPE_CHECKING:
         invoker: Invoker | None
         log: Callable[[str], None] | None
 
+
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Invoker",
