@@ -50,6 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from .driver import SCALAR_FIELDS
 from .placeholders import named_to_pyformat
 
 __all__ = ["ClusterTarget", "DataApiEndpoint", "add_command", "parse_cluster"]
@@ -177,14 +178,9 @@ def _param_value(param: Mapping[str, Any]) -> Any:
     hint = param.get("typeHint")
     if value.get("isNull"):
         return None
-    if "booleanValue" in value:
-        return bool(value["booleanValue"])
-    if "longValue" in value:
-        return int(value["longValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "blobValue" in value:
-        return base64.b64decode(value["blobValue"])
+    for key, decode in SCALAR_FIELDS.items():
+        if key in value:
+            return decode(value[key])
     if "stringValue" in value:
         text = str(value["stringValue"])
         try:

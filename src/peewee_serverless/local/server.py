@@ -48,8 +48,23 @@ from .loader import Handler, TargetError, load_handler
 
 if TYPE_CHECKING:
     import argparse
+    from typing import TypedDict, Unpack
 
     from .pool import Outcome
+
+    class ServerOptions(TypedDict, total=False):
+        """:func:`make_server`'s options, as :func:`serve` passes them on."""
+
+        host: str
+        port: int
+        event_version: str
+        timeout: float
+        max_body_bytes: int
+        verbose: bool
+        function_name: str
+        invoker: Invoker | None
+        log: Callable[[str], None] | None
+
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -291,31 +306,17 @@ def make_server(
 
 def serve(
     target: str | Handler | None = None,
-    host: str = "127.0.0.1",
-    port: int = 3000,
-    event_version: str = "v1",
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    verbose: bool = False,
-    function_name: str = DEFAULT_FUNCTION_NAME,
-    invoker: Invoker | None = None,
     description: str | None = None,
     on_ready: Callable[[LocalServer], None] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
-    """Serve ``target`` (or ``invoker``) over HTTP until interrupted; one ready line on stdout."""
-    server = make_server(
-        target,
-        host,
-        port,
-        event_version,
-        timeout,
-        max_body_bytes=max_body_bytes,
-        verbose=verbose,
-        function_name=function_name,
-        invoker=invoker,
-    )
-    label = _EVENT_LABELS[event_version]
+    """Serve ``target`` (or ``invoker``) over HTTP until interrupted; one ready line on stdout.
+
+    ``options`` are :func:`make_server`'s.
+    """
+    server = make_server(target, **options)
+    label = _EVENT_LABELS[server.event_version]
     name = description or _target_name(target) if target is not None else description
     print(f"Serving {name} on {server.url} ({label})", flush=True)
     if on_ready is not None:
