@@ -53,7 +53,7 @@ from urllib.parse import unquote, urlparse
 from .driver import SCALAR_FIELDS
 from .placeholders import named_to_pyformat
 
-__all__ = ["ClusterTarget", "DataApiEndpoint", "add_command", "parse_cluster"]
+__all__ = ["ClusterTarget", "DataApiEndpoint", "add_arguments", "parse_cluster"]
 
 logger = logging.getLogger("peewee_serverless.data_api.endpoint")
 
@@ -687,11 +687,8 @@ class DataApiEndpoint:
         self.service.close()
 
 
-def add_command(subparsers: Any) -> None:
-    """``peewee-serverless data-api serve``."""
-    parser = subparsers.add_parser(
-        "data-api", help="a local stand-in for Aurora's Data API (development and tests)"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A local stand-in for Aurora's Data API (development and tests)."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = actions.add_parser("serve", help="serve the Data API protocol on a real server")
     serve.add_argument(

@@ -70,7 +70,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Invoker",
     "LocalServer",
-    "add_command",
+    "add_arguments",
     "make_server",
     "serve",
 ]
@@ -372,19 +372,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``serve [HANDLER] [--zip ZIP] [--runtime] [--concurrency N] ...``."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Serve a function over HTTP like API Gateway (no Docker).
+
+    Serve a Lambda function over HTTP, turning requests into API Gateway events. In this process
+    by default; with --zip or --runtime ric in containers running AWS's runtime client
+    (awslambdaric) against a local Lambda Runtime API.
+    """
     from .launch import add_function_arguments
 
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a function over HTTP like API Gateway (no Docker)",
-        description=(
-            "Serve a Lambda function over HTTP, turning requests into API Gateway events. "
-            "In this process by default; with --zip or --runtime ric in containers running "
-            "AWS's runtime client (awslambdaric) against a local Lambda Runtime API."
-        ),
-    )
     add_function_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument(

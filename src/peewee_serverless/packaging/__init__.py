@@ -35,7 +35,6 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import PackagingError
 from .archive import (
@@ -68,7 +67,7 @@ __all__ = [
     "ZIP_TIMESTAMP",
     "PackageReport",
     "PackagingError",
-    "add_command",
+    "add_arguments",
     "build_package",
     "detect_extras",
     "download_wheels",
@@ -396,17 +395,13 @@ def build_package(
 
 
 # -- command line --------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``package FUNCTION_DIR [-o ZIP] [--arch] [--python] [--engine] ...``."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "package",
-        help="build a Lambda deployment zip for a function folder (import-checked)",
-        description=(
-            "Build a Lambda zip: the function folder's code, its requirements.txt and the "
-            "parts of peewee-serverless it uses, as Linux wheels for the Lambda runtime; the "
-            "zip is unpacked and its handler imported before it is written."
-        ),
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Build a Lambda deployment zip for a function folder (import-checked).
+
+    Build a Lambda zip: the function folder's code, its requirements.txt and the parts of
+    peewee-serverless it uses, as Linux wheels for the Lambda runtime; the zip is unpacked and
+    its handler imported before it is written.
+    """
     parser.add_argument("function_dir", metavar="FUNCTION_DIR", help="the function folder")
     parser.add_argument(
         "-o", "--output", default="dist/function.zip", help="zip to write (dist/function.zip)"
@@ -469,7 +464,6 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument("--no-index", action="store_true", help="do not use PyPI (offline)")
     parser.add_argument("--cache-dir", default=None, help="pip cache directory")
     parser.set_defaults(func=command)
-    return parser
 
 
 def command(args: argparse.Namespace) -> int:
