@@ -98,14 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Introspect the database configured by DATABASE_URL or DB_* variables and print a models
     module (Peewee's pwiz) whose database is database_from_env().
     """
-    parser.add_argument(
-        "--tables", metavar="T,...", default=None, help="only these tables (comma-separated)"
-    )
-    parser.add_argument("--schema", default=None, help="PostgreSQL: the schema to read")
+    parser.add_argument("--tables", metavar="T,...", help="only these tables (comma-separated)")
+    parser.add_argument("--schema", help="PostgreSQL: the schema to read")
     parser.add_argument("--views", action="store_true", help="models for views too")
-    parser.add_argument(
-        "-o", "--output", metavar="FILE", default=None, help="write to FILE (default: stdout)"
-    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     parser.set_defaults(func=command)
 
 

@@ -570,7 +570,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auto",
         metavar="MODULE",
-        default=None,
         help="create: generate the file from the models in MODULE (Peewee's schema diff)",
     )
     parser.add_argument(
@@ -583,14 +582,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         metavar="NAME",
-        default=None,
         help="up: stop after NAME; down: revert back through NAME",
     )
     parser.add_argument(
         "--lock-timeout",
         type=float,
         metavar="SECONDS",
-        default=None,
         help="seconds to wait for another migrator (default: DB_MIGRATION_LOCK_TIMEOUT or 60)",
     )
     parser.set_defaults(func=command)

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, DatabaseUnavailable, DeadlineExceeded, ErrorKind, classify
@@ -309,6 +309,7 @@ class SecretsManagerSource:
             )
 
 
+@dataclass(repr=False, eq=False)
 class IamTokenSource:
     """RDS IAM database authentication: a fresh token (15-minute validity) for every connect.
 
@@ -317,32 +318,25 @@ class IamTokenSource:
     RDS accepts tokens only over TLS, so connect parameters must require TLS (settings do that).
     """
 
-    refreshable = True
+    host: str
+    port: int
+    user: str
+    region: str
+    _: KW_ONLY
+    #: An RDS client to sign with; without one, boto3's is built at the first connect.
+    boto3_client: Any = None
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        user: str,
-        region: str,
-        *,
-        boto3_client: Any = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.user = user
-        self.region = region
-        self._client = boto3_client
+    refreshable = True
 
     def __repr__(self) -> str:
         return f"IamTokenSource(host={self.host!r}, port={self.port!r}, user={self.user!r})"
 
     def _rds(self) -> Any:
-        if self._client is None:
+        if self.boto3_client is None:
             import boto3
 
-            self._client = boto3.client("rds", region_name=self.region)
-        return self._client
+            self.boto3_client = boto3.client("rds", region_name=self.region)
+        return self.boto3_client
 
     def get(self, *, refresh: bool = False) -> Credentials:
         """A newly signed token as the password."""

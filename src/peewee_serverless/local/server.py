@@ -389,7 +389,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--event-version",
         choices=EVENT_VERSIONS,
-        default=None,
         help=(
             "v1: REST API payload 1.0; v2: HTTP API payload 2.0 (default: from template.yaml's "
             "event type, Api -> v1, HttpApi -> v2; v2 without a template)"
@@ -404,7 +403,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=None,
         help="containers at most (--zip / --runtime ric; default 1); in-process is always 1",
     )
     parser.add_argument(
@@ -421,7 +419,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idle-timeout",
         type=float,
-        default=None,
         metavar="SECONDS",
         help="retire containers idle this long (default: never)",
     )

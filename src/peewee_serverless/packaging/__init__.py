@@ -411,25 +411,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch",
         choices=tuple(ARCHITECTURES),
-        default=None,
         help="Lambda architecture (the template's Architectures, else x86_64)",
     )
     parser.add_argument(
         "--python",
-        default=None,
         help="Lambda Python version (the template's Runtime, else this one's)",
     )
     parser.add_argument(
         "--engine",
         choices=tuple(ENGINE_EXTRAS),
-        default=None,
         help="database engine, whose driver goes in (default: the template's DB_ENGINE)",
     )
     parser.add_argument(
         "--extra",
         action="append",
         dest="extras",
-        default=None,
         help="library extra (api, mysql, postgres, aws); repeatable; replaces detection",
     )
     parser.add_argument(
@@ -446,8 +442,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="flat: folder contents at the zip root; package: the folder as a package",
     )
-    parser.add_argument("--template", default=None, help="SAM template (./template.yaml)")
-    parser.add_argument("--handler", default=None, help="handler to check (detected)")
+    parser.add_argument("--template", help="SAM template (./template.yaml)")
+    parser.add_argument("--handler", help="handler to check (detected)")
     parser.add_argument(
         "--no-check", action="store_true", help="skip the import check (cross-builds)"
     )
@@ -464,7 +460,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--find-links", action="append", default=[], help="extra wheel directory for pip"
     )
     parser.add_argument("--no-index", action="store_true", help="do not use PyPI (offline)")
-    parser.add_argument("--cache-dir", default=None, help="pip cache directory")
+    parser.add_argument("--cache-dir", help="pip cache directory")
     parser.set_defaults(func=command)
 
 
