@@ -15,8 +15,9 @@
    the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py``, the
    model generator ``introspect.py`` and the template reader ``sam_template.py``) and
    the function; strips caches, tests, console scripts and the runtime-provided boto3;
-   compiles it all to hash-checked bytecode when the target is this Python (:mod:`.bytecode`:
-   Lambda's task root is read-only, so without it every cold start compiles from source);
+   compiles it all to hash-checked bytecode with the target's Python, this one or a
+   ``python3.X`` on ``PATH`` (:mod:`.bytecode`: Lambda's task root is read-only, so without it
+   every cold start compiles from source);
 4. writes a deterministic zip (:mod:`.archive`) to a temporary file, unpacks it and imports
    the handler in a fresh interpreter as Lambda would (:mod:`.check`); only then moves it to
    the output path. A failure is one line naming the module and why, and no zip;
@@ -271,8 +272,9 @@ def build_package(
     ``requirements`` are requirement files added to the folder's own ``requirements.txt``.
     ``template`` defaults to ``template.yaml`` in the current directory when there is one.
     ``check=False`` skips the import check (cross-builds). ``compile=False`` ships no bytecode
-    (a smaller zip; every cold start then compiles from source); bytecode is only compiled when
-    ``python_version`` is this interpreter's (:mod:`.bytecode`). The other options go to pip.
+    (a smaller zip; every cold start then compiles from source); bytecode is compiled by
+    ``python_version``'s interpreter, this one or a ``python3.X`` on ``PATH``, and left out
+    (the report says why) when there is none (:mod:`.bytecode`). The other options go to pip.
     """
     _require_tools()
     if handler is not None and "." not in handler.strip("."):
