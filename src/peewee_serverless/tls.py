@@ -181,21 +181,8 @@ def _pymysql_connection_class() -> type:
             self.deadline = deadline
             super().__init__(*args, **kwargs)
 
-        @property
-        def _read_timeout(self) -> float | None:
-            return _until(self._read_limit, self.deadline)
-
-        @_read_timeout.setter
-        def _read_timeout(self, value: float | None) -> None:
-            self._read_limit = value
-
-        @property
-        def _write_timeout(self) -> float | None:
-            return _until(self._write_limit, self.deadline)
-
-        @_write_timeout.setter
-        def _write_timeout(self, value: float | None) -> None:
-            self._write_limit = value
+        _read_timeout = _bounded_by_deadline("_read_limit")
+        _write_timeout = _bounded_by_deadline("_write_limit")
 
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             # Called with {} in PyMySQL's preferred mode (no TLS option given), which would
@@ -210,6 +197,15 @@ def _pymysql_connection_class() -> type:
                 self.ctx.remember(self.host, self._sock)
 
     return TlsReusingConnection
+
+
+def _bounded_by_deadline(limit: str) -> property:
+    """A timeout attribute of PyMySQL's connection: what PyMySQL sets is kept in ``limit``;
+    what it reads is that, ended by the connection's ``deadline``."""
+    return property(
+        lambda conn: _until(getattr(conn, limit), conn.deadline),
+        lambda conn, value: setattr(conn, limit, value),
+    )
 
 
 def _until(limit: float | None, deadline: float | None) -> float | None:
