@@ -5,14 +5,16 @@ Secrets Manager is moto's server running in this process on a loopback port
 (``secrets.shared_secrets_provider``) is replaced by one built on a boto3 client that counts
 ``GetSecretValue`` calls (moto keeps no count), except where the deadline-bound one is tested
 (behind tests/faultproxy.py). Password checks need a server that checks passwords: the shared
-MariaDB (a user created here) and a private PostgreSQL with ``scram-sha-256`` on TCP (the shared
-one trusts everyone).
+MariaDB (a user created here, named after the run's test database: :func:`rotation_user`) and a
+private PostgreSQL with ``scram-sha-256`` on TCP (the shared one trusts everyone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -40,7 +42,24 @@ from .faultproxy import FaultProxy
 from .servers import free_port, private_server
 
 REGION = "us-east-1"
-ROT_USER = "pst_sec_rot"
+
+
+def rotation_user(test_db: str) -> str:
+    """The password-checked user of the run whose test database is ``test_db``.
+
+    The shared MariaDB serves every run on this machine: a fixed name would let one run drop or
+    re-password the user another run is using. Derived from the run's own database name (each
+    run has its own, ``PEEWEE_SERVERLESS_TEST_DB``), so a run re-creates (``DROP ... IF EXISTS``)
+    only its own user, including one left by its crashed predecessor. A name unsafe as a bare
+    identifier or over MySQL's 32 characters becomes a hash of it.
+    """
+    name = f"{test_db}_rot"
+    if re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", name):
+        return name
+    return f"pst_rot_{hashlib.sha256(test_db.encode()).hexdigest()[:16]}"
+
+
+ROT_USER = rotation_user(TEST_DB)
 # Distinctive passwords: any appearance in an error, log or repr is a leak.
 P1 = "pw1-Zq8vX3kT"
 P2 = "pw2-Hm4rW7pL"
@@ -204,6 +223,15 @@ def _full_text(exc: BaseException) -> str:
 
 
 # -- the tests ------------------------------------------------------------------------------------
+def test_each_test_database_has_its_own_rotation_user() -> None:
+    """Two runs (two test databases) never share the user this module creates and drops."""
+    names = [TEST_DB, "pst_gaps", "pst_dups", "peewee_serverless_test", "Weird-Name", "x" * 64]
+    users = [rotation_user(n) for n in names]
+    assert len(set(users)) == len(set(names))
+    assert all(re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", u) for u in users), users
+    assert ROT_USER == rotation_user(TEST_DB) != rotation_user(TEST_DB + "_other")
+
+
 def test_secret_is_fetched_lazily_and_once_across_warm_invocations(
     aws: Aws, auth_server: AuthServer
 ) -> None:
