@@ -91,6 +91,27 @@ def test_a_call_never_waits_longer_than_the_time_left(
     assert c + r <= left + 1e-9  # float rounding of budget - connect + connect
 
 
+def test_the_time_a_client_build_takes_is_not_counted_twice() -> None:
+    """Building a client costs time (here 0.3 s of a fake clock per build): the client chosen
+    is one whose timeouts fit in what is left after the builds, not before them."""
+    clock = [0.0]
+
+    class SlowSession:
+        def __init__(self) -> None:
+            self._session = boto3.session.Session()
+
+        def client(self, *args: Any, **kwargs: Any) -> Any:
+            clock[0] += 0.3
+            return self._session.client(*args, **kwargs)
+
+    client = DeadlineBoundClient(
+        "dynamodb", lambda: 2.0 - clock[0], session=SlowSession(), endpoint_url="http://x", **AWS
+    )
+    chosen = client.client_now()
+    config = chosen.meta.config
+    assert config.connect_timeout + config.read_timeout <= 2.0 - clock[0]
+
+
 def test_too_little_time_left_sends_nothing(silent_endpoint: tuple[str, socket.socket]) -> None:
     endpoint, listener = silent_endpoint
     client = DeadlineBoundClient("dynamodb", lambda: 0.3, endpoint_url=endpoint, **AWS)

@@ -159,8 +159,17 @@ class DeadlineBoundClient:
         return short_connect, min(read, budget - short_connect)
 
     def client_now(self) -> Any:
-        """The client for a call starting now (or DeadlineExceeded: no time for one)."""
-        return self._client(self.timeouts_for(self.time_left()))
+        """The client for a call starting now (or DeadlineExceeded: no time for one).
+
+        Building a client takes milliseconds (tens on a cold start), taken from the time left:
+        after a build the choice is made again, until it falls on a client already built.
+        """
+        while True:
+            timeouts = self.timeouts_for(self.time_left())
+            client = self._clients.get(timeouts)
+            if client is not None:
+                return client
+            self._client(timeouts)
 
     def _client(self, timeouts: tuple[float, float]) -> Any:
         client = self._clients.get(timeouts)
