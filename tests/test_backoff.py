@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -175,18 +177,27 @@ def _drop_account(backend: Any, name: str) -> None:
         backend.query(f"DROP ROLE IF EXISTS {name}")
 
 
+@contextlib.contextmanager
+def _holder_and_waiter(backend: Any, **env: str) -> Iterator[tuple[Any, Any]]:
+    """Two databases of one account limited to one connection, backing off 1-5 ms (``env`` adds
+    settings); closed at the end and the account dropped."""
+    account = _limited_account(backend, 1)
+    settings = {**account, "DB_BACKOFF_BASE_MS": "1", "DB_BACKOFF_CAP_MS": "5", **env}
+    holder = backend.make_db(settings)
+    waiter = backend.make_db(settings)
+    try:
+        yield holder, waiter
+    finally:
+        # A deadline installs psycopg2's process-wide wait callback: it must not outlive a test.
+        waiter.set_deadline(None)
+        holder.close()
+        waiter.close()
+        _drop_account(backend, account["DB_USER"])
+
+
 def test_limit_reached_gives_up_typed_and_counted(server_backend: Any) -> None:
     """A full account: connect retries, then one typed error (never a driver traceback)."""
-    account = _limited_account(server_backend, 1)
-    env = {
-        **account,
-        "DB_CONNECT_RETRIES": "3",
-        "DB_BACKOFF_BASE_MS": "1",
-        "DB_BACKOFF_CAP_MS": "5",
-    }
-    holder = server_backend.make_db(env)
-    waiter = server_backend.make_db(env)
-    try:
+    with _holder_and_waiter(server_backend, DB_CONNECT_RETRIES="3") as (holder, waiter):
         holder.connect()
         with pytest.raises(ConnectionLimitReached) as err:
             waiter.connect()
@@ -197,25 +208,11 @@ def test_limit_reached_gives_up_typed_and_counted(server_backend: Any) -> None:
         holder.close()
         waiter.connect()  # a slot is free again: the same database object connects
         assert not waiter.is_closed()
-    finally:
-        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
-        holder.close()
-        waiter.close()
-        _drop_account(server_backend, account["DB_USER"])
 
 
 def test_retry_waits_for_a_slot_to_free(server_backend: Any) -> None:
     """A slot freed while we back off is taken: the connect succeeds after retries."""
-    account = _limited_account(server_backend, 1)
-    env = {
-        **account,
-        "DB_CONNECT_RETRIES": "50",
-        "DB_BACKOFF_BASE_MS": "1",
-        "DB_BACKOFF_CAP_MS": "5",
-    }
-    holder = server_backend.make_db(env)
-    waiter = server_backend.make_db(env)
-    try:
+    with _holder_and_waiter(server_backend, DB_CONNECT_RETRIES="50") as (holder, waiter):
         holder.connect()
 
         def free_on_first_retry(name: str, fields: dict[str, Any]) -> None:
@@ -226,11 +223,6 @@ def test_retry_waits_for_a_slot_to_free(server_backend: Any) -> None:
         waiter.connect()
         assert waiter.events.retries >= 1
         assert waiter.events.gave_up == 0
-    finally:
-        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
-        holder.close()
-        waiter.close()
-        _drop_account(server_backend, account["DB_USER"])
 
 
 def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backend: Any) -> None:
@@ -285,11 +277,7 @@ def test_a_full_account_is_retried_past_the_old_count(server_backend: Any) -> No
     after the 12th retry, beyond the former fixed 10) and records the refusal for the governor."""
     import time
 
-    account = _limited_account(server_backend, 1)
-    env = {**account, "DB_BACKOFF_BASE_MS": "1", "DB_BACKOFF_CAP_MS": "5"}
-    holder = server_backend.make_db(env)
-    waiter = server_backend.make_db(env)
-    try:
+    with _holder_and_waiter(server_backend) as (holder, waiter):
         holder.connect()
 
         def free_after_twelve(name: str, fields: dict[str, Any]) -> None:
@@ -302,8 +290,3 @@ def test_a_full_account_is_retried_past_the_old_count(server_backend: Any) -> No
         assert waiter.events.retries >= 12
         assert waiter.events.gave_up == 0
         assert waiter.refused_at is not None
-    finally:
-        waiter.set_deadline(None)  # see above: the wait callback must not outlive the test
-        holder.close()
-        waiter.close()
-        _drop_account(server_backend, account["DB_USER"])

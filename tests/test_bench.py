@@ -1,15 +1,20 @@
 """Smoke test of the benchmark command: every scenario runs with tiny counts and writes tables.
 
 No timing is asserted: only that each section is there with a well-formed Markdown table, that
-the burst markers survive, and that the plot is written.
+the burst markers survive, and that the plot is written. The burst report's floors are checked
+as pure computations on made-up outcomes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from .conftest import GENERAL_BACKENDS, ROOT, TEST_DB
 
@@ -65,3 +70,61 @@ def test_every_scenario_writes_a_well_formed_table(tmp_path: Path) -> None:
         assert len(t) >= 3, t  # header, separator, at least one row
     assert "raw Peewee, persistent connection (baseline)" in text
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the burst report's floors (pure: outcomes made up, no servers) -------------------------------
+def _outcome(wall_s: float, work_s: float | None, *, no_limit: bool = False) -> Any:
+    from bench.burst import BurstOutcome
+
+    return BurstOutcome(
+        "peewee-serverless-defaults", 200, 10, 2000, 1.0, 10, 3.0, 900.0, {201: 2000},
+        wall_s, 400, work_s, 7000 if work_s is not None else None, no_limit,
+    )  # fmt: skip
+
+
+def test_burst_measures_sum_the_answered_invocations_work_and_refusals() -> None:
+    from bench.burst import burst_measures
+    from peewee_serverless.local.containers import InvocationResult
+
+    results = [
+        InvocationResult(0, 0, 201, 5.0, body=json.dumps({"id": 1, "work_ms": 2.5, "refused": 3})),
+        InvocationResult(0, 1, 201, 5.0, body=json.dumps({"id": 2, "work_ms": 1.5})),
+        # A failure did no work: its body (if any) is not counted.
+        InvocationResult(1, 0, 503, 5.0, body=json.dumps({"work_ms": 99.0, "refused": 40})),
+        InvocationResult(1, 1, None, 5.0, error="OperationalError: too many clients"),
+        InvocationResult(2, 0, 201, 5.0, body="not json"),
+    ]
+    work_s, refused = burst_measures(results)
+    assert work_s == pytest.approx(0.004)
+    assert refused == 3
+
+
+def test_work_floor_is_the_bursts_own_work_over_the_slots() -> None:
+    from bench.burst import work_floor_s
+
+    assert work_floor_s(_outcome(20.0, 30.0)) == pytest.approx(3.0)  # 30 s of work, 10 slots
+    assert work_floor_s(_outcome(20.0, None)) is None  # not measured (the npm anchors)
+    assert work_floor_s(_outcome(4.0, 30.0, no_limit=True)) is None  # no slots to divide by
+
+
+def test_goal_line_judges_the_wall_against_each_floor() -> None:
+    from bench.burst import NO_LIMIT, EngineRun, _goal_status, markdown
+
+    variant = "peewee-serverless-defaults"
+    run = EngineRun("postgres", 10, [1.0], {})
+    run.outcomes[(20, variant)] = [_outcome(12.0, 30.0), _outcome(16.0, 40.0)]
+    run.outcomes[(20, variant + NO_LIMIT)] = [_outcome(3.0, 9.0, no_limit=True)] * 2
+    assert run.no_limit_wall(20, variant) == pytest.approx(3.0)
+    assert run.no_limit_wall(4, variant) is None
+    line = _goal_status(run)
+    # Lone floor: 2000 x 1 ms / 10 = 0.2 s, so 60-80x; work floors 3-4 s, so 4.0x each;
+    # no limit: 12 and 16 s over 3 s, 4.0-5.3x.
+    assert "60-80x the lone-container floor of 0.20 s (**NOT met**)" in line
+    assert "4.0x the burst's own work floor of 3.00-4.00 s (met)" in line
+    assert "4.0-5.3x the same burst without a connection limit (3.0 s; **NOT met**)" in line
+    table = [row for row in markdown([run], "cmd", 2, "versions").splitlines() if "| 20x" in row]
+    assert len(table) == 2
+    limited, baseline = table
+    assert "| 4.0 | 4.00-5.33 | 400 | 7000 |" in limited
+    # The baseline's own row has no slots to divide its work by and no baseline of its own.
+    assert "no connection limit" in baseline and "| — | — | — |" in baseline

@@ -110,7 +110,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 def test_commands_are_pluggable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(cli.COMMANDS, "hello", "tests.apps.cli_plugin:add_command")
+    monkeypatch.setitem(cli.COMMANDS, "hello", "tests.apps.cli_plugin:add_arguments")
     assert cli.main(["hello", "--name", "lead"]) == 3
     assert capsys.readouterr().out == "hello lead\n"
 
@@ -118,7 +118,7 @@ def test_commands_are_pluggable(
 def test_unimportable_command_does_not_break_the_others(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(cli.COMMANDS, "broken", "tests.apps.no_such_plugin:add_command")
+    monkeypatch.setitem(cli.COMMANDS, "broken", "tests.apps.no_such_plugin:add_arguments")
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -25,6 +26,17 @@ class RecordingLogger:
 
     def info(self, msg: str, extra: dict[str, Any] | None = None) -> None:
         self.records.append((extra or {})["db"])
+
+
+def select_one_handler(db: Any) -> tuple[Callable[[Any, Any], Any], RecordingLogger]:
+    """A handler under ``database_lifecycle(db)`` that runs ``SELECT 1``, and its records."""
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        return db.execute_sql("SELECT 1").fetchone()[0]
+
+    return handler, log
 
 
 class Note(peewee.Model):
@@ -328,11 +340,7 @@ def test_only_provably_read_only_statements_count_as_read_only(sql: str, read_on
 def test_db_ms_counts_the_connect_once(backend: Backend) -> None:
     """The lifecycle's db_ms holds each wait once: never more than the invocation took."""
     db = backend.make_db({"DB_LOG_INVOCATIONS": "all"})
-    log = RecordingLogger()
-
-    @database_lifecycle(db, logger=log)
-    def handler(event: Any, context: Any) -> Any:
-        return db.execute_sql("SELECT 1").fetchone()[0]
+    handler, log = select_one_handler(db)
 
     assert handler({}, LambdaContext()) == 1
     record = log.records[-1]

@@ -76,7 +76,14 @@ def test_postgres_names_come_from_errorcodes() -> None:
     assert table[errorcodes.DISK_FULL] is ErrorKind.SERVER_READ_ONLY
 
 
-@pytest.mark.parametrize(("fragment", "expected"), errors._PG_FRAGMENTS)
+@pytest.mark.parametrize(
+    ("fragment", "expected"),
+    [
+        (fragment, kind)
+        for kind, fragments in errors._PG_FRAGMENTS.items()
+        for fragment in fragments
+    ],
+)
 def test_every_postgres_message_without_sqlstate_is_classified(
     fragment: str, expected: ErrorKind
 ) -> None:

@@ -40,15 +40,14 @@ def _env(backend_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _python(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "peewee_serverless", "models", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return _python(cwd, env, "-m", "peewee_serverless", "models", *args)
 
 
 def _make_schema(backend: Backend) -> None:
@@ -97,14 +96,7 @@ def test_generated_module_imports_and_queries_on_every_backend(
     if backend.engine == "postgres":
         assert "from playhouse.postgres_ext import *" in code
 
-    ran = subprocess.run(
-        [sys.executable, "-c", QUERY],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ran = _python(tmp_path, env, "-c", QUERY)
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout)
     assert [row[0] for row in result["rows"]] == ["Notes"]
@@ -177,13 +169,11 @@ def test_views_become_models_with_views(backend: Backend, tmp_path: Path) -> Non
         assert "class BookTitle(" not in without.stdout
         done = _cli(tmp_path, _env(backend.env), "--views", "-o", str(tmp_path / "gen_views.py"))
         assert done.returncode == 0, done.stderr
-        ran = subprocess.run(
-            [sys.executable, "-c", "import gen_views as m; print(m.BookTitle.get().title)"],
-            cwd=tmp_path,
-            env=_env(backend.env),
-            capture_output=True,
-            text=True,
-            timeout=60,
+        ran = _python(
+            tmp_path,
+            _env(backend.env),
+            "-c",
+            "import gen_views as m; print(m.BookTitle.get().title)",
         )
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout == "Notes\n"
@@ -202,14 +192,7 @@ def test_schema_reads_another_postgres_schema(tmp_path: Path) -> None:
         done = _cli(tmp_path, env, "--schema", "pst_reports", "-o", str(tmp_path / "gen_rep.py"))
         assert done.returncode == 0, done.stderr
         assert "schema = 'pst_reports'" in (tmp_path / "gen_rep.py").read_text()
-        ran = subprocess.run(
-            [sys.executable, "-c", "import gen_rep as m; print(m.Total.get().n)"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        ran = _python(tmp_path, env, "-c", "import gen_rep as m; print(m.Total.get().n)")
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout == "42\n"
         empty = _cli(tmp_path, env, "--schema", "pst_nothing_here")

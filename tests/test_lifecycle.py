@@ -15,7 +15,7 @@ from peewee_serverless.lifecycle import deadline_from_context
 from peewee_serverless.local.context import LambdaContext
 
 from .conftest import Backend
-from .test_database import Note, RecordingLogger, _bind
+from .test_database import Note, RecordingLogger, _bind, select_one_handler
 
 
 def test_exception_in_handler_commits_nothing_and_leaves_no_transaction(
@@ -77,11 +77,7 @@ def test_exception_inside_nested_atomic_blocks(backend: Backend, db: Any) -> Non
 
 def test_close_policy_close_opens_one_connection_per_invocation(backend: Backend) -> None:
     db = backend.make_db({"DB_CLOSE_POLICY": "close"})
-    log = RecordingLogger()
-
-    @database_lifecycle(db, logger=log)
-    def handler(event: Any, context: Any) -> Any:
-        return db.execute_sql("SELECT 1").fetchone()[0]
+    handler, log = select_one_handler(db)
 
     for _ in range(3):
         assert handler({}, LambdaContext()) == 1
@@ -201,11 +197,7 @@ def test_log_invocations_modes(backend: Backend, mode: str, levels: list[str]) -
 def test_notable_mode_skips_routine_lines_when_debug_is_off(backend: Backend) -> None:
     db = backend.make_db()
     assert db.options.log_invocations == "notable"
-    log = RecordingLogger()
-
-    @database_lifecycle(db, logger=log)
-    def handler(event: Any, context: Any) -> Any:
-        return db.execute_sql("SELECT 1").fetchone()[0]
+    handler, log = select_one_handler(db)
 
     for _ in range(3):
         handler({}, LambdaContext())

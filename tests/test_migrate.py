@@ -52,10 +52,16 @@ NAMES = ["0001_create_note", "0002_add_karma"]
 @pytest.fixture
 def migrations(tmp_path: Path) -> Path:
     """A migrations directory with two tiny playhouse migrations."""
-    directory = tmp_path / "migrations"
+    return write_migrations(
+        tmp_path / "migrations", {"0001_create_note": CREATE_NOTE, "0002_add_karma": ADD_KARMA}
+    )
+
+
+def write_migrations(directory: Path, sources: dict[str, str]) -> Path:
+    """``directory``, made, with a ``NAME.py`` for each migration name -> source."""
     directory.mkdir()
-    (directory / "0001_create_note.py").write_text(CREATE_NOTE)
-    (directory / "0002_add_karma.py").write_text(ADD_KARMA)
+    for name, source in sources.items():
+        (directory / f"{name}.py").write_text(source)
     return directory
 
 

@@ -395,16 +395,119 @@ def test_a_file_that_does_not_compile_ships_as_source(
     assert pyc_of("app.py") in found
 
 
-def test_bytecode_is_only_compiled_for_this_python(tmp_path: Path) -> None:
+def _another_python() -> tuple[str, Path] | None:
+    """(major.minor, folder) of a CPython 3 on this machine other than this one: on PATH, else
+    among pyenv's installed versions (their shims on PATH only run the selected one)."""
+    import glob
+    import os
+
+    candidates = [
+        *(str(Path(d) / "python3") for d in os.environ.get("PATH", "").split(os.pathsep) if d),
+        *sorted(glob.glob("/usr/bin/python3.*")),
+        *sorted(glob.glob("/usr/local/bin/python3.*")),
+        *sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.*/bin/python3.*"))),
+    ]
+    found: dict[tuple[int, ...], Path] = {}
+    for exe in candidates:
+        if not re.fullmatch(r"python3\.\d+", Path(exe).name):
+            continue
+        said = subprocess.run(
+            [exe, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        version = tuple(int(n) for n in said.stdout.split(".")) if said.returncode == 0 else ()
+        if version and said.stdout.strip() != PYTHON and version >= (3, 8):
+            found.setdefault(version, Path(exe).parent)
+    if not found:
+        return None
+    newest = max(found)  # the likeliest Lambda runtime
+    return ".".join(map(str, newest)), found[newest]
+
+
+def test_the_lookup_runs_each_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``python3.X`` ahead on PATH that does not run that version (a pyenv shim of a version
+    not selected prints an error) is passed over for the real one behind it."""
+    from peewee_serverless.packaging.check import python_for
+
+    found = _another_python()
+    if found is None:
+        pytest.skip(f"no CPython 3.8+ other than {PYTHON} on this machine (PATH, /usr, pyenv)")
+    version, folder = found
+    shim = tmp_path / "shims" / f"python{version}"
+    shim.parent.mkdir()
+    shim.write_text(f"#!/bin/sh\necho 'pyenv: python{version}: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{folder}")
+    assert python_for(version) == str(folder / f"python{version}")
+    monkeypatch.setenv("PATH", str(shim.parent))
+    assert python_for(version) is None
+
+
+def test_without_the_targets_python_no_bytecode_and_the_report_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from peewee_serverless.packaging.bytecode import compile_tree
 
     (tmp_path / "m.py").write_text("X = 1\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no python3.X to be found
     other = "3.12" if PYTHON != "3.12" else "3.11"
     skipped = compile_tree(tmp_path, other)
-    assert skipped.line() == f"bytecode: not compiled (target {other}, this Python {PYTHON})"
+    assert skipped.line() == (
+        f"bytecode: not compiled (target {other}, this Python {PYTHON}, "
+        f"no python{other} on PATH to compile with)"
+    )
     assert not (tmp_path / "__pycache__").exists()
     assert compile_tree(tmp_path, PYTHON).compiled == 1
     assert (tmp_path / pyc_of("m.py")).is_file()
+
+
+def test_bytecode_for_another_python_is_compiled_by_that_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target is another Python that this machine has: its python3.X compiles the tree,
+    its pycs (its magic number, its tag) are what it imports, without compiling."""
+    from peewee_serverless.packaging.bytecode import compile_tree
+
+    found = _another_python()
+    if found is None:
+        pytest.skip(f"no CPython 3.8+ other than {PYTHON} on this machine (PATH, /usr, pyenv)")
+    version, folder = found
+    # Only that Python's folder on PATH (what --python X.Y looks up); a pyenv shim of the same
+    # name ahead of it would be skipped by the lookup, as it does not run that version.
+    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("X = {'a', 'b'}\n")
+    (tmp_path / "legacy.py").write_text("print 'py2'\n")
+    report = compile_tree(tmp_path, version)
+    assert (report.compiled, report.failed, report.skipped) == (2, ("legacy.py",), None)
+    python = str(folder / f"python{version}")
+    facts = subprocess.run(
+        [python, "-I", "-c", "import sys, importlib.util; "
+         "print(sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex())"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.split()  # fmt: skip
+    tag, magic = facts
+    assert tag != sys.implementation.cache_tag
+    pyc = tmp_path / "pkg" / "__pycache__" / f"mod.{tag}.pyc"
+    data = pyc.read_bytes()
+    assert data[:4].hex() == magic
+    assert int.from_bytes(data[4:8], "little") == CHECKED_HASH_FLAGS
+    assert not list(tmp_path.rglob(f"*.{sys.implementation.cache_tag}.pyc"))  # none of ours
+    done = subprocess.run(
+        [python, "-I", "-v", "-c", "import sys; sys.path.insert(0, '.'); import pkg.mod"],
+        cwd=tmp_path,
+        env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"code object from '{pyc}'" in done.stderr
 
 
 # -- the command: errors, determinism ------------------------------------------------------------

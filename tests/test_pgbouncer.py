@@ -22,6 +22,7 @@ import pytest
 from .conftest import ROOT, SELECTED
 from .pgbouncer import PgBouncer, logged_statements, pgbouncer, session_state_statements
 from .servers import PrivateServer
+from .test_migrate import ADD_KARMA, write_migrations
 
 sys.path.insert(0, str(ROOT))
 
@@ -92,17 +93,6 @@ def up(migrator, db):
 def down(migrator, db):
     db.execute_sql("DROP TABLE note")
 """
-ADD_KARMA = """
-from peewee import IntegerField
-
-
-def up(migrator, db):
-    migrator.migrate(migrator.add_column("note", "karma", IntegerField(default=0)))
-
-
-def down(migrator, db):
-    migrator.migrate(migrator.drop_column("note", "karma"))
-"""
 NOT_ATOMIC = """
 atomic = False
 
@@ -159,10 +149,9 @@ def test_concurrent_migrations_through_pgbouncer_apply_each_once(
     """Two `migrate` processes through PgBouncer at once: each migration applied exactly once,
     then `down` reverts one; no session state is used and no advisory lock stays behind."""
     bouncer, account = proxied
-    directory = tmp_path / "migrations"
-    directory.mkdir()
-    (directory / "0001_create_note.py").write_text(SLOW_CREATE)
-    (directory / "0002_add_karma.py").write_text(ADD_KARMA)
+    directory = write_migrations(
+        tmp_path / "migrations", {"0001_create_note": SLOW_CREATE, "0002_add_karma": ADD_KARMA}
+    )
 
     first = _migrate(bouncer, server, account, directory)
     second = _migrate(bouncer, server, account, directory)
@@ -192,10 +181,10 @@ def test_a_non_atomic_migration_is_refused_through_the_proxy(
     """`atomic = False` cannot be one transaction: one line naming the direct endpoint, exit 2;
     what came before it is applied and recorded."""
     bouncer, account = proxied
-    directory = tmp_path / "migrations"
-    directory.mkdir()
-    (directory / "0001_create_note.py").write_text(SLOW_CREATE)
-    (directory / "0002_index_concurrently.py").write_text(NOT_ATOMIC)
+    directory = write_migrations(
+        tmp_path / "migrations",
+        {"0001_create_note": SLOW_CREATE, "0002_index_concurrently": NOT_ATOMIC},
+    )
     proc = _migrate(bouncer, server, account, directory)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2

@@ -1,16 +1,20 @@
 """Credentials from AWS Secrets Manager (moto in server mode) and RDS IAM tokens.
 
 Secrets Manager is moto's server running in this process on a loopback port
-(``ThreadedMotoServer``): boto3 talks real HTTP to it. Powertools' shared ``get_secret`` provider
-is replaced by one built on a boto3 client that counts ``GetSecretValue`` calls (moto keeps no
-count). Password checks need a server that checks passwords: the shared MariaDB (a user created
-here) and a private PostgreSQL with ``scram-sha-256`` on TCP (the shared one trusts everyone).
+(``ThreadedMotoServer``): boto3 talks real HTTP to it. The sources' shared provider
+(``secrets.shared_secrets_provider``) is replaced by one built on a boto3 client that counts
+``GetSecretValue`` calls (moto keeps no count), except where the deadline-bound one is tested
+(behind tests/faultproxy.py). Password checks need a server that checks passwords: the shared
+MariaDB (a user created here, named after the run's test database: :func:`rotation_user`) and a
+private PostgreSQL with ``scram-sha-256`` on TCP (the shared one trusts everyone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -22,9 +26,8 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 
-from peewee_serverless import ConfigurationError, database_from_env, settings_from_env
+from peewee_serverless import ConfigurationError, database_from_env, secrets, settings_from_env
 from peewee_serverless.lifecycle import database_lifecycle
 from peewee_serverless.secrets import (
     Credentials,
@@ -35,10 +38,28 @@ from peewee_serverless.secrets import (
 )
 
 from .conftest import MYSQL_ADMIN, TEST_DB, make_backend
-from .servers import private_server
+from .faultproxy import FaultProxy
+from .servers import free_port, private_server
 
 REGION = "us-east-1"
-ROT_USER = "pst_sec_rot"
+
+
+def rotation_user(test_db: str) -> str:
+    """The password-checked user of the run whose test database is ``test_db``.
+
+    The shared MariaDB serves every run on this machine: a fixed name would let one run drop or
+    re-password the user another run is using. Derived from the run's own database name (each
+    run has its own, ``PEEWEE_SERVERLESS_TEST_DB``), so a run re-creates (``DROP ... IF EXISTS``)
+    only its own user, including one left by its crashed predecessor. A name unsafe as a bare
+    identifier or over MySQL's 32 characters becomes a hash of it.
+    """
+    name = f"{test_db}_rot"
+    if re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", name):
+        return name
+    return f"pst_rot_{hashlib.sha256(test_db.encode()).hexdigest()[:16]}"
+
+
+ROT_USER = rotation_user(TEST_DB)
 # Distinctive passwords: any appearance in an error, log or repr is a leak.
 P1 = "pw1-Zq8vX3kT"
 P2 = "pw2-Hm4rW7pL"
@@ -81,7 +102,7 @@ class Aws:
 
 @pytest.fixture
 def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    """Fake credentials, a fresh Powertools provider on a counting client for ``get_secret``."""
+    """Fake credentials; the sources' shared provider replaced by one on a counting client."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -95,7 +116,7 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     monkeypatch.delenv("POWERTOOLS_PARAMETERS_MAX_AGE", raising=False)
     client = boto3.client("secretsmanager", endpoint_url=moto_server, region_name=REGION)
     counting = CountingClient(client)
-    monkeypatch.setitem(DEFAULT_PROVIDERS, "secrets", SecretsProvider(boto3_client=counting))
+    monkeypatch.setattr(secrets, "_shared_provider", SecretsProvider(boto3_client=counting))
     return Aws(moto_server, client, counting)
 
 
@@ -202,6 +223,15 @@ def _full_text(exc: BaseException) -> str:
 
 
 # -- the tests ------------------------------------------------------------------------------------
+def test_each_test_database_has_its_own_rotation_user() -> None:
+    """Two runs (two test databases) never share the user this module creates and drops."""
+    names = [TEST_DB, "pst_gaps", "pst_dups", "peewee_serverless_test", "Weird-Name", "x" * 64]
+    users = [rotation_user(n) for n in names]
+    assert len(set(users)) == len(set(names))
+    assert all(re.fullmatch(r"[a-z_][a-z0-9_]{0,31}", u) for u in users), users
+    assert ROT_USER == rotation_user(TEST_DB) != rotation_user(TEST_DB + "_other")
+
+
 def test_secret_is_fetched_lazily_and_once_across_warm_invocations(
     aws: Aws, auth_server: AuthServer
 ) -> None:
@@ -363,6 +393,46 @@ def test_secret_for_another_engine_is_rejected(aws: Aws, moto_server: str) -> No
     assert aws.counting.get_calls == 0  # the shared provider was not used
 
 
+def test_a_silent_secrets_manager_fails_the_connect_by_the_deadline(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets Manager stops answering (connections open, nothing comes back): the connect
+    that needs the secret gives up before a 2 s Lambda timeout, as DatabaseUnavailable (503 +
+    Retry-After in the HTTP layer), not after Powertools' default client's 60 s reads; with
+    time enough and the endpoint back, the same source reads the secret."""
+    from peewee_serverless import DatabaseUnavailable
+    from peewee_serverless.local.context import LambdaContext
+
+    arn = aws.create_secret({"engine": "mysql", "username": "app", "password": P1})
+    host, port = aws.url.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://{proxy.host}:{proxy.port}")
+        monkeypatch.setattr(secrets, "_shared_provider", None)  # the real, deadline-bound one
+        env = {
+            "DB_ENGINE": "mysql",
+            "DB_HOST": "127.0.0.1",
+            "DB_PORT": str(free_port()),  # never reached: the secret comes first
+            "DB_NAME": "app",
+            "DB_SECRET_ARN": arn,
+        }
+        db = database_from_env(env)
+
+        @database_lifecycle(db)
+        def handler(event: Any, context: Any) -> Any:
+            return db.execute_sql("SELECT 1").fetchone()
+
+        proxy.set_mode("blackhole")
+        context = LambdaContext(timeout=2.0)
+        with pytest.raises(DatabaseUnavailable) as info:
+            handler({}, context)
+        assert context.get_remaining_time_in_millis() > 0, "answered after the timeout"
+        assert info.value.retry_after >= 1
+        _assert_no_secret(_full_text(info.value))
+        proxy.set_mode("pass")
+        source = settings_from_env(env).credentials
+        assert source is not None and source.get().password == P1
+
+
 def test_env_pins_host_port_and_name_over_the_secret(aws: Aws) -> None:
     arn = aws.create_secret(
         {
@@ -378,7 +448,7 @@ def test_env_pins_host_port_and_name_over_the_secret(aws: Aws) -> None:
     assert pinned.get() == Credentials("app", P1, "proxy", 3306, "app_db")
     free = SecretsManagerSource(arn, engine="mysql")
     assert free.get() == Credentials("app", P1, "db.internal", 3307, "fromsecret")
-    assert aws.counting.get_calls == 1  # the two sources share Powertools' cache
+    assert aws.counting.get_calls == 1  # the two sources share one provider's cache
 
 
 def test_reprs_never_show_the_password(aws: Aws) -> None:

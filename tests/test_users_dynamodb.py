@@ -3,7 +3,8 @@
 The shared body (tests/test_example_users.py) runs on the ``dynamodb`` backend too; here is what
 is particular to DynamoDB: the atomic email uniqueness under concurrency, exactly-once across a
 crash between the user's write and the idempotency record, the table's item layout (cursor =
-``LastEvaluatedKey``) and an unreachable endpoint answering 503. DynamoDB is moto's server
+``LastEvaluatedKey``), an unreachable endpoint answering 503, and a silent one answering 503 by
+the invocation's deadline (tests/faultproxy.py in front of moto). DynamoDB is moto's server
 (``ThreadedMotoServer``, real HTTP on a loopback port); nothing here reaches AWS.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from peewee_serverless.local.context import LambdaContext
 from peewee_serverless.local.events import HttpRequest, build_event
 
 from .conftest import (
@@ -27,6 +29,7 @@ from .conftest import (
     dynamodb_backend,
     load_users_service,
 )
+from .faultproxy import FaultProxy
 from .servers import free_port
 
 pytestmark = pytest.mark.skipif(
@@ -150,3 +153,56 @@ def test_unreachable_dynamodb_answers_503_with_retry_after(
         assert int(_header(response, "Retry-After")) >= 1
     status, body = post(service, {"name": "Ada", "email": "ada@example.com"})
     assert status == 503, body
+
+
+ROUTES = {
+    "get": ("GET", "/users/1", b""),
+    "list": ("GET", "/users?limit=2", b""),
+    "create": ("POST", "/users", json.dumps({"name": "Bo", "email": "bo@example.com"}).encode()),
+}
+
+
+def _event(route: str) -> dict[str, Any]:
+    method, target, body = ROUTES[route]
+    headers = [("Content-Type", "application/json")] if body else []
+    return build_event(HttpRequest.from_target(method, target, headers, body), "v1")
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_a_silent_dynamodb_answers_503_by_the_deadline(
+    route: str, moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB stops answering (a partition: connections stay open, nothing comes back). With
+    a 2 s Lambda timeout, each route answers 503 + Retry-After before the timeout, where the
+    fixed client (5 s reads, four attempts) would have waited over 20 s; then it recovers."""
+    host, port = moto_server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        backend = dynamodb_backend(f"http://{proxy.host}:{proxy.port}", tmp_path)
+        service = load_users_service(backend, monkeypatch)
+        assert post(service, {"name": "Ada", "email": "ada@example.com"})[0] == 201  # warm
+        proxy.set_mode("blackhole")
+        context = LambdaContext(timeout=2.0)
+        response = service.invoke(_event(route), context)
+        assert context.get_remaining_time_in_millis() > 0, ("answered after the timeout", response)
+        assert response["statusCode"] == 503, response
+        assert int(_header(response, "Retry-After")) >= 1
+        proxy.set_mode("pass")
+        answer = service.invoke(_event(route))
+        assert answer["statusCode"] in (200, 201), answer
+
+
+def test_with_too_little_time_left_nothing_is_sent(
+    moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invocation that starts with less time than the shortest call needs answers 503 at
+    once (DeadlineExceeded), without a request to DynamoDB."""
+    host, port = moto_server.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        backend = dynamodb_backend(f"http://{proxy.host}:{proxy.port}", tmp_path)
+        service = load_users_service(backend, monkeypatch)
+        proxy.set_mode("reset")  # any request that went out would be refused: none may
+        opened = proxy.connections
+        response = service.invoke(_event("get"), LambdaContext(timeout=0.5))
+        assert response["statusCode"] == 503, response
+        assert int(_header(response, "Retry-After")) >= 1
+        assert proxy.connections == opened

@@ -25,9 +25,18 @@ key ``pk`` and string sort key ``sk``, holding four kinds of item::
   user (201) instead of 409.
 
 Reads are strongly consistent (``ConsistentRead``), so a user is listed and found right after
-its 201, as in SQL. DynamoDB being unreachable or throttling (after botocore's own retries,
-bounded by short timeouts) raises :class:`~peewee_serverless.DatabaseUnavailable`: 503 with
-``Retry-After``, as an unreachable SQL server does.
+its 201, as in SQL. DynamoDB being unreachable or throttling (after botocore's standard retries)
+raises :class:`~peewee_serverless.DatabaseUnavailable`: 503 with ``Retry-After``, as an
+unreachable SQL server does.
+
+**The deadline is the law here too**: the client is a
+:class:`~peewee_serverless.aws_deadline.DeadlineBoundClient` reading the invocation's time left
+from the function's database (``db.time_left()``, set by ``database_lifecycle`` from the Lambda
+context), and Powertools' idempotency layer uses the same client. Every call, its retries
+included, ends by the deadline (1 s connect / 5 s read timeouts and four attempts when there is
+time for them, shorter timeouts and fewer attempts when not); with too little time left the call
+is not sent and the answer is 503 with ``Retry-After``
+(:class:`~peewee_serverless.DeadlineExceeded`), as on the SQL path.
 
 boto3, not PynamoDB: Powertools' idempotency layer is built on a boto3 client already (and boto3
 is in every Lambda Python runtime), the store needs exactly five calls on two item shapes
@@ -53,10 +62,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from peewee_serverless import DatabaseUnavailable
+from peewee_serverless import DatabaseUnavailable, DeadlineBoundClient
+from peewee_serverless.aws_deadline import TimeLeft
 from peewee_serverless.config import int_setting
 
 from .store import EmailTaken
@@ -82,10 +91,11 @@ UNAVAILABLE_CODES = frozenset(
     )
 )
 
-# Short timeouts and a few standard-mode retries: an invocation never waits minutes on AWS.
-CLIENT_CONFIG = Config(
-    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-)
+# Each attempt's timeouts when there is time for them, and the attempts (the first included;
+# botocore's standard mode default for DynamoDB). Near the deadline, less: see the module.
+CONNECT_TIMEOUT = 1.0
+READ_TIMEOUT = 5.0
+MAX_ATTEMPTS = 4
 
 
 def _sort_key(user_id: int) -> str:
@@ -146,12 +156,24 @@ def create_table(client: Any, table_name: str) -> None:
 class DynamoDBUsersStore:
     """:class:`~examples.users.store.UsersStore` on one DynamoDB table (see the module)."""
 
-    def __init__(self, table_name: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self, table_name: str | None = None, client: Any = None, time_left: TimeLeft | None = None
+    ) -> None:
+        """``client``: a boto3 DynamoDB client used as given (its own timeouts); by default, one
+        bounded by ``time_left`` (default: the function database's ``time_left``)."""
         self.table_name = table_name or os.environ.get("USERS_TABLE", "").strip() or "users"
         if client is None:
-            import boto3
+            if time_left is None:
+                from .models import db  # the database whose lifecycle carries the deadline
 
-            client = boto3.session.Session().client("dynamodb", config=CLIENT_CONFIG)
+                time_left = db.time_left
+            client = DeadlineBoundClient(
+                "dynamodb",
+                time_left,
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                max_attempts=MAX_ATTEMPTS,
+            )
         self.client = client
         self.idempotency_store = DynamoDBPersistenceLayer(
             table_name=self.table_name,

@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     # The lazy names below, seen with their real types by type checkers (never imported here);
     # `X as X` marks each as re-exported (mypy --strict, ruff).
+    from .aws_deadline import DeadlineBoundClient as DeadlineBoundClient
     from .idempotency import PeeweePersistenceLayer as PeeweePersistenceLayer
     from .idempotency import (
         transactional_idempotent_function as transactional_idempotent_function,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 # Public names whose modules import heavy dependencies: resolved lazily (PEP 562).
 _LAZY: dict[str, str] = {
+    "DeadlineBoundClient": ".aws_deadline",
     "PeeweePersistenceLayer": ".idempotency",
     "transactional_idempotent_function": ".idempotency",
     "migration_handler": ".migrate",

@@ -1,9 +1,11 @@
 """The ``peewee-serverless`` command line.
 
-Subcommands are pluggable: :data:`COMMANDS` maps a name to ``"module:add_command"`` where
-``add_command(subparsers)`` adds its parser and ``set_defaults(func=...)``; ``func(args)`` returns
-the exit status. Modules are imported only when needed (all of them for ``--help``), so one
-command's dependencies never slow down or break another.
+Subcommands are pluggable: :data:`COMMANDS` maps a name to ``"module:add_arguments"`` where
+``add_arguments(parser)`` adds the command's arguments and ``set_defaults(func=...)``;
+``func(args)`` returns the exit status. The function's docstring is the command's help: its
+first line in the list of commands, the paragraphs after it at the top of the command's own
+``--help``. Modules are imported only when needed (all of them for ``--help``), so one command's
+dependencies never slow down or break another.
 """
 
 from __future__ import annotations
@@ -12,30 +14,40 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
-from typing import Any
 
 from .errors import CommandError, ConfigurationError, InvalidInput, PeeweeServerlessError
 
 __all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
-#: Subcommand name -> ``"module:function"`` of its ``add_command(subparsers)``.
+#: Subcommand name -> ``"module:function"`` of its ``add_arguments(parser)``.
 COMMANDS: dict[str, str] = {
-    "serve": "peewee_serverless.local.server:add_command",
-    "invoke": "peewee_serverless.local.invoke:add_command",
-    "generate-event": "peewee_serverless.local.generate_event:add_command",
-    "idempotency-cleanup": "peewee_serverless.idempotency_table:add_command",
-    "migrate": "peewee_serverless.migrate:add_command",
-    "models": "peewee_serverless.introspect:add_command",
-    "package": "peewee_serverless.packaging:add_command",
-    "data-api": "peewee_serverless.data_api.endpoint:add_command",
+    "serve": "peewee_serverless.local.server:add_arguments",
+    "invoke": "peewee_serverless.local.invoke:add_arguments",
+    "generate-event": "peewee_serverless.local.generate_event:add_arguments",
+    "idempotency-cleanup": "peewee_serverless.idempotency_table:add_arguments",
+    "migrate": "peewee_serverless.migrate:add_arguments",
+    "models": "peewee_serverless.introspect:add_arguments",
+    "package": "peewee_serverless.packaging:add_arguments",
+    "data-api": "peewee_serverless.data_api.endpoint:add_arguments",
 }
 
 PROG = "peewee-serverless"
 
 
-def _resolve(ref: str) -> Callable[[Any], None]:
+def _resolve(ref: str) -> Callable[[argparse.ArgumentParser], None]:
     module, _, attr = ref.partition(":")
     return getattr(import_module(module), attr)
+
+
+def _add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    # Argparse folds the docstring's line breaks and indentation into one paragraph.
+    summary, _, details = (add_arguments.__doc__ or "").strip().partition("\n\n")
+    parser = subparsers.add_parser(name, help=summary, description=details or summary)
+    add_arguments(parser)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -51,14 +63,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             continue
         try:
-            add_command = _resolve(ref)
+            add_arguments = _resolve(ref)
         except ImportError as exc:
             if only is not None:
                 raise
             # Listing every command: one with a missing dependency must not hide the others.
             subparsers.add_parser(name, help=f"(unavailable: {exc})")
             continue
-        add_command(subparsers)
+        _add_command(subparsers, name, add_arguments)
     return parser
 
 

@@ -231,29 +231,36 @@ _PG_CLASSES: dict[str, ErrorKind] = {
 }
 
 # psycopg2 gives no SQLSTATE for connect failures or a dropped socket: only then do we read text.
-_PG_FRAGMENTS: tuple[tuple[str, ErrorKind], ...] = (
-    ("connection already closed", ErrorKind.CONNECTION_DEAD),  # InterfaceError, nothing sent
-    ("terminating connection due to administrator command", ErrorKind.CONNECTION_DEAD),
-    ("terminating connection due to idle-session timeout", ErrorKind.CONNECTION_DEAD),
-    ("server closed the connection unexpectedly", ErrorKind.CONNECTION_LOST),
-    # libpq's socket errors (a reset, a send or receive that failed): at connect the server is
-    # unreachable (retried with back-off), during a statement its fate is unknown.
-    ("connection reset by peer", ErrorKind.CONNECTION_LOST),
-    ("could not receive data from server", ErrorKind.CONNECTION_LOST),
-    ("could not send data to server", ErrorKind.CONNECTION_LOST),
-    ("too many clients already", ErrorKind.CONNECTION_LIMIT),
-    ("too many connections for", ErrorKind.CONNECTION_LIMIT),  # role / database limits
-    ("remaining connection slots are reserved", ErrorKind.CONNECTION_LIMIT),
-    ("connection refused", ErrorKind.SERVER_UNAVAILABLE),
-    ("the database system is starting up", ErrorKind.SERVER_UNAVAILABLE),
-    ("the database system is not yet accepting connections", ErrorKind.SERVER_UNAVAILABLE),
-    ("the database system is shutting down", ErrorKind.SERVER_UNAVAILABLE),
-    ("the database system is in recovery mode", ErrorKind.SERVER_UNAVAILABLE),
-    ("could not connect to server", ErrorKind.SERVER_UNAVAILABLE),
-    ("timeout expired", ErrorKind.SERVER_UNAVAILABLE),  # libpq connect_timeout
-    ("password authentication failed", ErrorKind.AUTH_FAILED),
-    ("no password supplied", ErrorKind.AUTH_FAILED),
-)
+_PG_FRAGMENTS: dict[ErrorKind, tuple[str, ...]] = {
+    ErrorKind.CONNECTION_DEAD: (
+        "connection already closed",  # InterfaceError, nothing sent
+        "terminating connection due to administrator command",
+        "terminating connection due to idle-session timeout",
+    ),
+    ErrorKind.CONNECTION_LOST: (
+        "server closed the connection unexpectedly",
+        # libpq's socket errors (a reset, a send or receive that failed): at connect the server
+        # is unreachable (retried with back-off), during a statement its fate is unknown.
+        "connection reset by peer",
+        "could not receive data from server",
+        "could not send data to server",
+    ),
+    ErrorKind.CONNECTION_LIMIT: (
+        "too many clients already",
+        "too many connections for",  # role / database limits
+        "remaining connection slots are reserved",
+    ),
+    ErrorKind.SERVER_UNAVAILABLE: (
+        "connection refused",
+        "the database system is starting up",
+        "the database system is not yet accepting connections",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+        "could not connect to server",
+        "timeout expired",  # libpq connect_timeout
+    ),
+    ErrorKind.AUTH_FAILED: ("password authentication failed", "no password supplied"),
+}
 
 
 @functools.cache
@@ -336,8 +343,9 @@ def classify(exc: BaseException) -> ErrorKind:
         return exact or _PG_CLASSES.get(pgcode[:2], ErrorKind.OTHER)
     if module.startswith("psycopg") or type(exc).__module__ == "peewee":
         text = str(err).lower()
-        for fragment, kind in _PG_FRAGMENTS:
-            if fragment in text:
+        # In the table's order: a dead connection's message may go on to say it was closed.
+        for kind, fragments in _PG_FRAGMENTS.items():
+            if any(fragment in text for fragment in fragments):
                 return kind
     if module.startswith("sqlite3") or type(err).__name__ == "IntegrityError":
         text = str(err).lower()

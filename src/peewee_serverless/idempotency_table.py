@@ -31,7 +31,7 @@ from peewee import BigIntegerField, CharField, Database, Model, TextField
 __all__ = [
     "DEFAULT_TABLE",
     "IdempotencyRecord",
-    "add_command",
+    "add_arguments",
     "create_table",
     "delete_expired",
     "drop_table",
@@ -191,13 +191,11 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(subparsers: Any) -> None:
-    """Register ``idempotency-cleanup`` on the ``peewee-serverless`` command line."""
-    parser = subparsers.add_parser(
-        "idempotency-cleanup",
-        help="delete expired idempotency records in bounded batches",
-        description="Delete expired idempotency records (database from DATABASE_URL / DB_*).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Delete expired idempotency records in bounded batches.
+
+    Delete expired idempotency records (database from DATABASE_URL / DB_*).
+    """
     parser.add_argument("--table", default=DEFAULT_TABLE, help="table name (default: %(default)s)")
     parser.add_argument(
         "--batch-size", type=int, default=500, help="rows per DELETE (default: %(default)s)"

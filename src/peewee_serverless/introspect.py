@@ -28,7 +28,7 @@ from .errors import CommandError, PeeweeServerlessError
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["add_command", "generate_models"]
+__all__ = ["add_arguments", "generate_models"]
 
 #: What replaces pwiz's ``database = <Class>('<name>', **{...})`` line.
 DATABASE_LINES = (
@@ -92,26 +92,17 @@ def _with_env_database(code: str, class_name: str) -> str:
 
 
 # -- command line --------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``models [--tables T,...] [--schema S] [--views] [-o FILE]``."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "models",
-        help="write Peewee models for the database's tables (pwiz)",
-        description=(
-            "Introspect the database configured by DATABASE_URL or DB_* variables and print a "
-            "models module (Peewee's pwiz) whose database is database_from_env()."
-        ),
-    )
-    parser.add_argument(
-        "--tables", metavar="T,...", default=None, help="only these tables (comma-separated)"
-    )
-    parser.add_argument("--schema", default=None, help="PostgreSQL: the schema to read")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Write Peewee models for the database's tables (pwiz).
+
+    Introspect the database configured by DATABASE_URL or DB_* variables and print a models
+    module (Peewee's pwiz) whose database is database_from_env().
+    """
+    parser.add_argument("--tables", metavar="T,...", help="only these tables (comma-separated)")
+    parser.add_argument("--schema", help="PostgreSQL: the schema to read")
     parser.add_argument("--views", action="store_true", help="models for views too")
-    parser.add_argument(
-        "-o", "--output", metavar="FILE", default=None, help="write to FILE (default: stdout)"
-    )
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     parser.set_defaults(func=command)
-    return parser
 
 
 def command(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ adds only what a deploy needs on top of that runner:
 * :func:`migration_handler`: a Lambda handler applying pending migrations, once per deploy;
 * :func:`create_migration`: a new numbered file, empty or generated from your models by
   Peewee's own generator (``playhouse.schema_diff`` + ``playhouse.migrations.template``);
-* :func:`add_command`: ``peewee-serverless migrate [up|down|status|create NAME]``.
+* :func:`add_arguments`: ``peewee-serverless migrate [up|down|status|create NAME]``.
 
 Through a connection multiplexer (``DB_MODE=proxy``: RDS Proxy, PgBouncer in transaction pooling)
 consecutive transactions may run on different server sessions, so a session-level lock (and the
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "HISTORY_TABLE",
-    "add_command",
+    "add_arguments",
     "create_migration",
     "lock_timeout_from_env",
     "migration_handler",
@@ -552,16 +552,12 @@ def create_migration(
 
 
 # -- command line --------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``migrate [up|down|status|create NAME] [--dir DIR] ...`` on a subparser set."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "migrate",
-        help="apply, revert, list or create migrations",
-        description=(
-            "Run playhouse.migrations files against the database configured by DATABASE_URL or "
-            "DB_* variables, under a lock that makes concurrent runs safe."
-        ),
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Apply, revert, list or create migrations.
+
+    Run playhouse.migrations files against the database configured by DATABASE_URL or DB_*
+    variables, under a lock that makes concurrent runs safe.
+    """
     parser.add_argument(
         "action",
         nargs="?",
@@ -574,7 +570,6 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument(
         "--auto",
         metavar="MODULE",
-        default=None,
         help="create: generate the file from the models in MODULE (Peewee's schema diff)",
     )
     parser.add_argument(
@@ -587,18 +582,15 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument(
         "--target",
         metavar="NAME",
-        default=None,
         help="up: stop after NAME; down: revert back through NAME",
     )
     parser.add_argument(
         "--lock-timeout",
         type=float,
         metavar="SECONDS",
-        default=None,
         help="seconds to wait for another migrator (default: DB_MIGRATION_LOCK_TIMEOUT or 60)",
     )
     parser.set_defaults(func=command)
-    return parser
 
 
 def command(args: argparse.Namespace) -> int:

@@ -11,6 +11,12 @@ once. :func:`connect_with_credentials` is that loop; ``ServerlessDatabaseMixin``
 * :class:`SecretsManagerSource`: the RDS secret JSON (``username``, ``password``, ``host``,
   ``port``, ``dbname``, ``engine``) read through Powertools Parameters, cached across warm
   invocations for ``max_age`` seconds, fetched again (``force_fetch``) after a rejection.
+  The read is bounded by the invocation's deadline like every other wait of a connect: the
+  process's one ``SecretsProvider`` is built on a
+  :class:`~peewee_serverless.aws_deadline.DeadlineBoundClient` (1 s connect / 5 s read, three
+  attempts when there is time for them) that reads the time left of the database connecting
+  (:func:`connect_with_credentials` says which). Powertools' own shared provider would wait up
+  to 60 s connect + 60 s read per attempt, five attempts, whatever the invocation has left.
 * :class:`IamTokenSource`: a fresh RDS IAM authentication token per connect
   (``generate_db_auth_token`` signs locally; no network call). Needs TLS.
 
@@ -22,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError, DatabaseUnavailable, ErrorKind, classify
+from .errors import ConfigurationError, DatabaseUnavailable, DeadlineExceeded, ErrorKind, classify
 
 __all__ = [
     "DEFAULT_SECRET_MAX_AGE",
@@ -57,6 +64,33 @@ _CONFIG_ERROR_CODES = frozenset(
         "UnrecognizedClientException",
     )
 )
+
+#: The time left of the connect reading a secret on this thread (``db.time_left``), if any.
+_reading = threading.local()
+#: The process's Secrets Manager provider (Powertools' cache of secrets), built on first use.
+_shared_provider: Any = None
+_shared_lock = threading.Lock()
+
+
+def _time_left_of_reader() -> float | None:
+    time_left = getattr(_reading, "time_left", None)
+    return None if time_left is None else time_left()
+
+
+def shared_secrets_provider() -> Any:
+    """The process's Powertools ``SecretsProvider``, its calls bounded by the deadline of the
+    connect that reads a secret (see the module)."""
+    global _shared_provider
+    with _shared_lock:
+        if _shared_provider is None:
+            from aws_lambda_powertools.utilities import parameters
+
+            from .aws_deadline import DeadlineBoundClient
+
+            client = DeadlineBoundClient("secretsmanager", _time_left_of_reader)
+            _shared_provider = parameters.SecretsProvider(boto3_client=client)
+        return _shared_provider
+
 
 # RDS secret ``engine`` values -> our canonical engine names.
 _SECRET_ENGINES = {
@@ -134,9 +168,10 @@ class SecretsManagerSource:
     secret's (e.g. an RDS Proxy endpoint in ``DB_HOST`` with the instance's secret); the secret's
     ``username``/``password`` are always used. ``engine`` is checked against the secret's.
 
-    Without ``boto3_client``/``boto_config`` the secret goes through Powertools' shared
-    ``get_secret`` (its process-wide cache); with them, through a private ``SecretsProvider``
-    built on that client (tests point it at a moto server).
+    Without ``boto3_client``/``boto_config`` the secret goes through the process's shared
+    provider (:func:`shared_secrets_provider`: one cache for every source, calls bounded by the
+    invocation's deadline); with them, through a private ``SecretsProvider`` built on that
+    client, which keeps its own timeouts.
     """
 
     refreshable = True
@@ -181,14 +216,13 @@ class SecretsManagerSource:
     def _fetch(self, refresh: bool) -> Any:
         from aws_lambda_powertools.utilities import parameters
 
-        if self._boto3_client is None and self._boto_config is None:
-            return parameters.get_secret(
-                self.secret_id, transform="json", force_fetch=refresh, max_age=self._max_age()
-            )
         if self._provider is None:
-            self._provider = parameters.SecretsProvider(
-                boto3_client=self._boto3_client, boto_config=self._boto_config
-            )
+            if self._boto3_client is None and self._boto_config is None:
+                self._provider = shared_secrets_provider()
+            else:
+                self._provider = parameters.SecretsProvider(
+                    boto3_client=self._boto3_client, boto_config=self._boto_config
+                )
         return self._provider.get(
             self.secret_id, transform="json", force_fetch=refresh, max_age=self._max_age()
         )
@@ -218,6 +252,8 @@ class SecretsManagerSource:
     def _fetch_failure(self, exc: BaseException) -> Exception:
         # Powertools raises GetParameterError inside its ``except``: the boto error is the context.
         cause = exc.__context__ or exc.__cause__
+        if isinstance(cause, DeadlineExceeded):
+            return cause  # no time left for the read: 503 + Retry-After, as for a statement
         response = getattr(cause, "response", None)
         code = ""
         if isinstance(response, Mapping):
@@ -273,6 +309,7 @@ class SecretsManagerSource:
             )
 
 
+@dataclass(repr=False, eq=False)
 class IamTokenSource:
     """RDS IAM database authentication: a fresh token (15-minute validity) for every connect.
 
@@ -281,32 +318,25 @@ class IamTokenSource:
     RDS accepts tokens only over TLS, so connect parameters must require TLS (settings do that).
     """
 
-    refreshable = True
+    host: str
+    port: int
+    user: str
+    region: str
+    _: KW_ONLY
+    #: An RDS client to sign with; without one, boto3's is built at the first connect.
+    boto3_client: Any = None
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        user: str,
-        region: str,
-        *,
-        boto3_client: Any = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.user = user
-        self.region = region
-        self._client = boto3_client
+    refreshable = True
 
     def __repr__(self) -> str:
         return f"IamTokenSource(host={self.host!r}, port={self.port!r}, user={self.user!r})"
 
     def _rds(self) -> Any:
-        if self._client is None:
+        if self.boto3_client is None:
             import boto3
 
-            self._client = boto3.client("rds", region_name=self.region)
-        return self._client
+            self.boto3_client = boto3.client("rds", region_name=self.region)
+        return self.boto3_client
 
     def get(self, *, refresh: bool = False) -> Credentials:
         """A newly signed token as the password."""
@@ -329,11 +359,23 @@ def connect_with_credentials(db: Any, connect: Callable[[dict[str, Any]], Any]) 
     this one connect: they are never stored in ``db.connect_params``, so a rotated secret's new
     password replaces the old one at the next attempt and nothing long-lived holds it.
     A failed TLS certificate verification becomes a :class:`ConfigurationError` naming
-    ``DB_SSL_CA`` (retrying cannot fix a wrong CA bundle).
+    ``DB_SSL_CA`` (retrying cannot fix a wrong CA bundle). While it runs, a secret read on this
+    thread is bounded by ``db.time_left()`` (see :func:`shared_secrets_provider`).
     """
+    source: CredentialSource | None = getattr(db, "credentials", None)
+    outer = getattr(_reading, "time_left", None)
+    _reading.time_left = getattr(db, "time_left", None)
+    try:
+        return _connect_with(db, source, connect)
+    finally:
+        _reading.time_left = outer
+
+
+def _connect_with(
+    db: Any, source: CredentialSource | None, connect: Callable[[dict[str, Any]], Any]
+) -> Any:
     from .tls import verification_failure
 
-    source: CredentialSource | None = getattr(db, "credentials", None)
     try:
         if source is None:
             return connect({})

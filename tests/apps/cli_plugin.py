@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``hello --name NAME``: prints a greeting, exits 3 so the status is observable."""
-    parser = subparsers.add_parser("hello", help="say hello (test plugin)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Say hello (test plugin).
+
+    Prints a greeting and exits 3, so that the status is observable.
+    """
     parser.add_argument("--name", required=True)
     parser.set_defaults(func=lambda args: print(f"hello {args.name}") or 3)

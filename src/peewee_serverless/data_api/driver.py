@@ -46,7 +46,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import ErrorKind
@@ -307,6 +307,21 @@ _DECIMAL_TYPES = frozenset(("DECIMAL", "NUMERIC", "NEWDECIMAL"))
 _JSON_TYPES = frozenset(("JSON", "JSONB"))
 
 
+def _blob(value: bytes | str) -> bytes:
+    # botocore decodes a blob; the Data API's JSON (a raw client, the local endpoint) has base64.
+    return value if isinstance(value, bytes) else base64.b64decode(value)
+
+
+#: The ``Field`` variants whose key alone says how to decode the value (a ``stringValue`` needs
+#: the column type or the parameter's type hint): key -> decoder.
+SCALAR_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "longValue": int,
+    "booleanValue": bool,
+    "doubleValue": float,
+    "blobValue": _blob,
+}
+
+
 def _parse_datetime(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("T", " ").rstrip("Z"))
 
@@ -331,15 +346,9 @@ def from_field(field: Mapping[str, Any], type_name: str, engine: str) -> Any:
         if kind == "UUID" and engine == "postgres":
             return uuid.UUID(text)
         return text
-    if "longValue" in field:
-        return int(field["longValue"])
-    if "booleanValue" in field:
-        return bool(field["booleanValue"])
-    if "doubleValue" in field:
-        return float(field["doubleValue"])
-    if "blobValue" in field:
-        blob = field["blobValue"]
-        return blob if isinstance(blob, bytes) else base64.b64decode(blob)
+    for key, decode in SCALAR_FIELDS.items():
+        if key in field:
+            return decode(field[key])
     if "arrayValue" in field:
         array = field["arrayValue"]
         if "arrayValues" in array:
@@ -531,30 +540,28 @@ class Connection:
 
     def commit(self) -> None:
         """``CommitTransaction`` (nothing to do outside a transaction)."""
-        txn = self.transaction_id
-        if txn is None:
-            return
         try:
-            self.call("commit_transaction", transactionId=txn)
+            self._end_transaction("commit_transaction")
         except OperationalError as exc:
             if exc.executed is not False:
                 self.transaction_id = None  # gone (or unknown): never reuse its id
             raise
-        self.transaction_id = None
 
     def rollback(self) -> None:
         """``RollbackTransaction`` (nothing to do outside a transaction)."""
-        txn = self.transaction_id
-        if txn is None:
-            return
         try:
-            self.call("rollback_transaction", transactionId=txn)
+            self._end_transaction("rollback_transaction")
         except OperationalError as exc:
-            if exc.error_kind is ErrorKind.CONNECTION_LOST:
-                self.transaction_id = None  # expired: the Data API rolled it back already
-                return
-            raise
-        self.transaction_id = None
+            if exc.error_kind is not ErrorKind.CONNECTION_LOST:
+                raise
+            self.transaction_id = None  # expired: the Data API rolled it back already
+
+    def _end_transaction(self, operation: str) -> None:
+        # Commit and roll back differ only in what a failure leaves: each handles its own.
+        txn = self.transaction_id
+        if txn is not None:
+            self.call(operation, transactionId=txn)
+            self.transaction_id = None
 
     def pin(self) -> None:
         """Hold one server session until :meth:`unpin` (through a Data API transaction).

@@ -50,9 +50,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from .driver import SCALAR_FIELDS
 from .placeholders import named_to_pyformat
 
-__all__ = ["ClusterTarget", "DataApiEndpoint", "add_command", "parse_cluster"]
+__all__ = ["ClusterTarget", "DataApiEndpoint", "add_arguments", "parse_cluster"]
 
 logger = logging.getLogger("peewee_serverless.data_api.endpoint")
 
@@ -177,14 +178,9 @@ def _param_value(param: Mapping[str, Any]) -> Any:
     hint = param.get("typeHint")
     if value.get("isNull"):
         return None
-    if "booleanValue" in value:
-        return bool(value["booleanValue"])
-    if "longValue" in value:
-        return int(value["longValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "blobValue" in value:
-        return base64.b64decode(value["blobValue"])
+    for key, decode in SCALAR_FIELDS.items():
+        if key in value:
+            return decode(value[key])
     if "stringValue" in value:
         text = str(value["stringValue"])
         try:
@@ -691,11 +687,8 @@ class DataApiEndpoint:
         self.service.close()
 
 
-def add_command(subparsers: Any) -> None:
-    """``peewee-serverless data-api serve``."""
-    parser = subparsers.add_parser(
-        "data-api", help="a local stand-in for Aurora's Data API (development and tests)"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A local stand-in for Aurora's Data API (development and tests)."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = actions.add_parser("serve", help="serve the Data API protocol on a real server")
     serve.add_argument(

@@ -21,7 +21,7 @@ from .events import HttpRequest, build_event
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["KINDS", "add_command", "generate_event"]
+__all__ = ["KINDS", "add_arguments", "generate_event"]
 
 #: Command-line event kind -> payload format version.
 KINDS = {"apigw-v1": "v1", "apigw-v2": "v2"}
@@ -93,13 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``generate-event apigw-v1|apigw-v2 [--method --path --json --header --query]``."""
-    parser = subparsers.add_parser(
-        "generate-event",
-        help="print an API Gateway event (REST v1 or HTTP API v2) for invoke",
-        description="Print an API Gateway proxy event, built as serve builds them.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Print an API Gateway event (REST v1 or HTTP API v2) for invoke.
+
+    Print an API Gateway proxy event, built as serve builds them.
+    """
     parser.add_argument("kind", choices=tuple(KINDS), help="apigw-v1: REST API; apigw-v2: HTTP API")
     parser.add_argument("--method", default="GET", type=str.upper, choices=_METHODS)
     parser.add_argument("--path", default="/", help="request path, may carry ?query (default: /)")

@@ -21,7 +21,7 @@ from .loader import Handler, TargetError, load_handler
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["add_command", "invoke", "read_event"]
+__all__ = ["add_arguments", "invoke", "read_event"]
 
 
 def invoke(
@@ -110,19 +110,15 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``invoke [HANDLER] --event FILE [--zip ZIP] [--runtime] [--timeout SECONDS] ...``."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Call a function once with an event and print its response.
+
+    Call a Lambda function once with a JSON event and print the response JSON (or Lambda's error
+    document, exit 1). In this process by default; with --zip or --runtime ric in a fresh
+    awslambdaric process, as Lambda runs it.
+    """
     from .launch import add_function_arguments
 
-    parser = subparsers.add_parser(
-        "invoke",
-        help="call a function once with an event and print its response",
-        description=(
-            "Call a Lambda function once with a JSON event and print the response JSON "
-            "(or Lambda's error document, exit 1). In this process by default; with --zip or "
-            "--runtime ric in a fresh awslambdaric process, as Lambda runs it."
-        ),
-    )
     add_function_arguments(parser)
     parser.add_argument(
         "--event", required=True, metavar="FILE", help="JSON event file, '-' for stdin"

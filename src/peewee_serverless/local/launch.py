@@ -73,7 +73,6 @@ def add_function_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default=None,
         help="inprocess (fast, default for a source folder) or ric (AWS's runtime client in "
         "fresh processes; default with --zip)",
     )
@@ -90,15 +89,13 @@ def add_function_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=None,
         help=f"function timeout in seconds (default: template's, else {DEFAULT_TIMEOUT_SECONDS:g})",
     )
     parser.add_argument(
-        "--memory", type=int, default=None, help="memory size in MB (default: template's, else 128)"
+        "--memory", type=int, help="memory size in MB (default: template's, else 128)"
     )
     parser.add_argument(
         "--function-name",
-        default=None,
         help=f"the function's name (default: template's logical id, else {DEFAULT_FUNCTION_NAME})",
     )
 

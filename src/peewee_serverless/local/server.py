@@ -48,14 +48,29 @@ from .loader import Handler, TargetError, load_handler
 
 if TYPE_CHECKING:
     import argparse
+    from typing import TypedDict, Unpack
 
     from .pool import Outcome
+
+    class ServerOptions(TypedDict, total=False):
+        """:func:`make_server`'s options, as :func:`serve` passes them on."""
+
+        host: str
+        port: int
+        event_version: str
+        timeout: float
+        max_body_bytes: int
+        verbose: bool
+        function_name: str
+        invoker: Invoker | None
+        log: Callable[[str], None] | None
+
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Invoker",
     "LocalServer",
-    "add_command",
+    "add_arguments",
     "make_server",
     "serve",
 ]
@@ -291,31 +306,17 @@ def make_server(
 
 def serve(
     target: str | Handler | None = None,
-    host: str = "127.0.0.1",
-    port: int = 3000,
-    event_version: str = "v1",
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    verbose: bool = False,
-    function_name: str = DEFAULT_FUNCTION_NAME,
-    invoker: Invoker | None = None,
     description: str | None = None,
     on_ready: Callable[[LocalServer], None] | None = None,
+    **options: Unpack[ServerOptions],
 ) -> None:
-    """Serve ``target`` (or ``invoker``) over HTTP until interrupted; one ready line on stdout."""
-    server = make_server(
-        target,
-        host,
-        port,
-        event_version,
-        timeout,
-        max_body_bytes=max_body_bytes,
-        verbose=verbose,
-        function_name=function_name,
-        invoker=invoker,
-    )
-    label = _EVENT_LABELS[event_version]
+    """Serve ``target`` (or ``invoker``) over HTTP until interrupted; one ready line on stdout.
+
+    ``options`` are :func:`make_server`'s.
+    """
+    server = make_server(target, **options)
+    label = _EVENT_LABELS[server.event_version]
     name = description or _target_name(target) if target is not None else description
     print(f"Serving {name} on {server.url} ({label})", flush=True)
     if on_ready is not None:
@@ -371,19 +372,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(subparsers: Any) -> None:
-    """Add ``serve [HANDLER] [--zip ZIP] [--runtime] [--concurrency N] ...``."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Serve a function over HTTP like API Gateway (no Docker).
+
+    Serve a Lambda function over HTTP, turning requests into API Gateway events. In this process
+    by default; with --zip or --runtime ric in containers running AWS's runtime client
+    (awslambdaric) against a local Lambda Runtime API.
+    """
     from .launch import add_function_arguments
 
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a function over HTTP like API Gateway (no Docker)",
-        description=(
-            "Serve a Lambda function over HTTP, turning requests into API Gateway events. "
-            "In this process by default; with --zip or --runtime ric in containers running "
-            "AWS's runtime client (awslambdaric) against a local Lambda Runtime API."
-        ),
-    )
     add_function_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     parser.add_argument(
@@ -392,7 +389,6 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--event-version",
         choices=EVENT_VERSIONS,
-        default=None,
         help=(
             "v1: REST API payload 1.0; v2: HTTP API payload 2.0 (default: from template.yaml's "
             "event type, Api -> v1, HttpApi -> v2; v2 without a template)"
@@ -407,7 +403,6 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=None,
         help="containers at most (--zip / --runtime ric; default 1); in-process is always 1",
     )
     parser.add_argument(
@@ -424,7 +419,6 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument(
         "--idle-timeout",
         type=float,
-        default=None,
         metavar="SECONDS",
         help="retire containers idle this long (default: never)",
     )

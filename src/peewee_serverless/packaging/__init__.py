@@ -15,8 +15,9 @@
    the ``testing`` pytest plugin, the Data API stand-in ``data_api/endpoint.py``, the
    model generator ``introspect.py`` and the template reader ``sam_template.py``) and
    the function; strips caches, tests, console scripts and the runtime-provided boto3;
-   compiles it all to hash-checked bytecode when the target is this Python (:mod:`.bytecode`:
-   Lambda's task root is read-only, so without it every cold start compiles from source);
+   compiles it all to hash-checked bytecode with the target's Python, this one or a
+   ``python3.X`` on ``PATH`` (:mod:`.bytecode`: Lambda's task root is read-only, so without it
+   every cold start compiles from source);
 4. writes a deterministic zip (:mod:`.archive`) to a temporary file, unpacks it and imports
    the handler in a fresh interpreter as Lambda would (:mod:`.check`); only then moves it to
    the output path. A failure is one line naming the module and why, and no zip;
@@ -35,7 +36,6 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import PackagingError
 from .archive import (
@@ -68,7 +68,7 @@ __all__ = [
     "ZIP_TIMESTAMP",
     "PackageReport",
     "PackagingError",
-    "add_command",
+    "add_arguments",
     "build_package",
     "detect_extras",
     "download_wheels",
@@ -272,8 +272,9 @@ def build_package(
     ``requirements`` are requirement files added to the folder's own ``requirements.txt``.
     ``template`` defaults to ``template.yaml`` in the current directory when there is one.
     ``check=False`` skips the import check (cross-builds). ``compile=False`` ships no bytecode
-    (a smaller zip; every cold start then compiles from source); bytecode is only compiled when
-    ``python_version`` is this interpreter's (:mod:`.bytecode`). The other options go to pip.
+    (a smaller zip; every cold start then compiles from source); bytecode is compiled by
+    ``python_version``'s interpreter, this one or a ``python3.X`` on ``PATH``, and left out
+    (the report says why) when there is none (:mod:`.bytecode`). The other options go to pip.
     """
     _require_tools()
     if handler is not None and "." not in handler.strip("."):
@@ -396,17 +397,13 @@ def build_package(
 
 
 # -- command line --------------------------------------------------------------------------------
-def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Register ``package FUNCTION_DIR [-o ZIP] [--arch] [--python] [--engine] ...``."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "package",
-        help="build a Lambda deployment zip for a function folder (import-checked)",
-        description=(
-            "Build a Lambda zip: the function folder's code, its requirements.txt and the "
-            "parts of peewee-serverless it uses, as Linux wheels for the Lambda runtime; the "
-            "zip is unpacked and its handler imported before it is written."
-        ),
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Build a Lambda deployment zip for a function folder (import-checked).
+
+    Build a Lambda zip: the function folder's code, its requirements.txt and the parts of
+    peewee-serverless it uses, as Linux wheels for the Lambda runtime; the zip is unpacked and
+    its handler imported before it is written.
+    """
     parser.add_argument("function_dir", metavar="FUNCTION_DIR", help="the function folder")
     parser.add_argument(
         "-o", "--output", default="dist/function.zip", help="zip to write (dist/function.zip)"
@@ -414,25 +411,21 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
     parser.add_argument(
         "--arch",
         choices=tuple(ARCHITECTURES),
-        default=None,
         help="Lambda architecture (the template's Architectures, else x86_64)",
     )
     parser.add_argument(
         "--python",
-        default=None,
         help="Lambda Python version (the template's Runtime, else this one's)",
     )
     parser.add_argument(
         "--engine",
         choices=tuple(ENGINE_EXTRAS),
-        default=None,
         help="database engine, whose driver goes in (default: the template's DB_ENGINE)",
     )
     parser.add_argument(
         "--extra",
         action="append",
         dest="extras",
-        default=None,
         help="library extra (api, mysql, postgres, aws); repeatable; replaces detection",
     )
     parser.add_argument(
@@ -449,8 +442,8 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
         default="auto",
         help="flat: folder contents at the zip root; package: the folder as a package",
     )
-    parser.add_argument("--template", default=None, help="SAM template (./template.yaml)")
-    parser.add_argument("--handler", default=None, help="handler to check (detected)")
+    parser.add_argument("--template", help="SAM template (./template.yaml)")
+    parser.add_argument("--handler", help="handler to check (detected)")
     parser.add_argument(
         "--no-check", action="store_true", help="skip the import check (cross-builds)"
     )
@@ -467,9 +460,8 @@ def add_command(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argumen
         "--find-links", action="append", default=[], help="extra wheel directory for pip"
     )
     parser.add_argument("--no-index", action="store_true", help="do not use PyPI (offline)")
-    parser.add_argument("--cache-dir", default=None, help="pip cache directory")
+    parser.add_argument("--cache-dir", help="pip cache directory")
     parser.set_defaults(func=command)
-    return parser
 
 
 def command(args: argparse.Namespace) -> int:

@@ -5,9 +5,12 @@ start compiles Peewee, Powertools, pydantic, this library and the function from 
 cannot keep the result. The staging folder is compiled with the standard library's
 :mod:`compileall` before it is zipped, under these rules:
 
-* **Only for this interpreter's Python** (major.minor): bytecode is version-specific, and a pyc
-  of another version is ignored by the runtime (dead weight). Another target is skipped and the
-  report says so.
+* **By the target's Python** (major.minor): bytecode is version-specific, and a pyc of another
+  version is ignored by the runtime (dead weight). This interpreter compiles when it is the
+  target; otherwise the ``python3.X`` the import check runs (:func:`.check.python_for`: found on
+  ``PATH`` and asked its version). With none on this machine nothing is compiled and the report
+  says so (the zip is as valid, its cold starts compile from source). Bytecode does not depend
+  on the architecture: an arm64 zip built on x86_64 gets it too.
 * **Hash-based pycs, checked** (:pep:`552`): a timestamp pyc records the source's mtime and size,
   and is only used when they match the file on disk. Zip extraction sets mtimes from the zip
   (our fixed 1980 date, or whatever a tool makes of it), so timestamp pycs would be valid only
@@ -47,11 +50,13 @@ __all__ = ["Bytecode", "compile_tree", "this_python"]
 #: Where Lambda unpacks the zip: the file names compiled into the bytecode.
 TASK_ROOT = "/var/task"
 
-#: Run in a fresh interpreter: compile the tree, quietly (the parent finds what failed).
+#: Run in a fresh interpreter (the target's): compile the tree, quietly (the parent finds what
+#: failed), and print the interpreter's pyc tag (``cpython-312``).
 _COMPILE = (
     "import compileall, py_compile, sys\n"
     "compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, optimize=0, workers=1,\n"
     "    invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n"
+    "print(sys.implementation.cache_tag)\n"
 )
 
 
@@ -87,15 +92,20 @@ def _sources(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if p.is_file() and "__pycache__" not in p.parts)
 
 
-def _pyc(source: Path) -> Path:
-    return source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+def _pyc(source: Path, cache_tag: str) -> Path:
+    return source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc"
 
 
 def compile_tree(staging: Path, python_version: str) -> Bytecode:
-    """Compile every ``.py`` under ``staging`` to checked-hash pycs when the target is us."""
-    here = this_python()
-    if python_version != here:
-        return Bytecode(skipped=f"target {python_version}, this Python {here}")
+    """Compile every ``.py`` under ``staging`` to checked-hash pycs with the target's Python."""
+    from .check import python_for
+
+    python = python_for(python_version)
+    if python is None:
+        return Bytecode(
+            skipped=f"target {python_version}, this Python {this_python()}, "
+            f"no python{python_version} on PATH to compile with"
+        )
     env = {
         k: v
         for k, v in os.environ.items()
@@ -104,7 +114,7 @@ def compile_tree(staging: Path, python_version: str) -> Bytecode:
     env["PYTHONHASHSEED"] = "0"
     try:
         done = subprocess.run(
-            [sys.executable, "-s", "-c", _COMPILE, str(staging), TASK_ROOT],
+            [python, "-s", "-c", _COMPILE, str(staging), TASK_ROOT],
             env=env,
             capture_output=True,
             text=True,
@@ -118,6 +128,9 @@ def compile_tree(staging: Path, python_version: str) -> Bytecode:
         raise PackagingError(
             f"compiling the bytecode failed (exit {done.returncode}): {last}; try --no-compile"
         )
+    cache_tag = (done.stdout.strip().splitlines() or [sys.implementation.cache_tag])[-1]
     sources = _sources(staging)
-    failed = tuple(p.relative_to(staging).as_posix() for p in sources if not _pyc(p).is_file())
+    failed = tuple(
+        p.relative_to(staging).as_posix() for p in sources if not _pyc(p, cache_tag).is_file()
+    )
     return Bytecode(compiled=len(sources) - len(failed), failed=failed)

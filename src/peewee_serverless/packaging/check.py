@@ -13,9 +13,9 @@ tool's environment), with:
 * the database driver of the engine imported too, so a PostgreSQL function without psycopg2
   fails here rather than at its first request.
 
-The interpreter must match the target Python (``python3.X`` on ``PATH`` when this one is not)
-and architecture; otherwise the check cannot load the zip's binary wheels and says to use
-``--no-check`` (cross-builds).
+The interpreter must match the target Python (``python3.X`` on ``PATH`` when this one is not:
+:func:`python_for`, which the bytecode compile uses too) and architecture; otherwise the check
+cannot load the zip's binary wheels and says to use ``--no-check`` (cross-builds).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from ..errors import PackagingError
 from .requirements import PipSource
 
-__all__ = ["check_zip", "interpreter_for", "runtime_stand_in"]
+__all__ = ["check_zip", "interpreter_for", "python_for", "runtime_stand_in"]
 
 #: Lambda's runtime ships these (and their dependencies) on its own path.
 RUNTIME_PACKAGES = ("boto3",)
@@ -79,6 +79,39 @@ print(json.dumps({"ok": True, "file": getattr(module, "__file__", None)}))
 """
 
 
+#: Prints the interpreter's major.minor: a candidate ``python3.X`` must say it is that version.
+_VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
+
+
+def python_for(python_version: str) -> str | None:
+    """An executable of Python ``python_version`` (major.minor) on this machine, or None.
+
+    This interpreter when it is that version; else the first ``python3.X`` on ``PATH`` that
+    runs and reports that version. A candidate is run, not just found: a pyenv shim for a
+    version that is installed but not selected is on ``PATH`` and only prints an error.
+    """
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
+        return sys.executable
+    name = f"python{python_version}"
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which(name, path=folder) if folder else None
+        if found is None:
+            continue
+        try:
+            said = subprocess.run(
+                [found, "-I", "-c", _VERSION_PROBE],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if said.returncode == 0 and said.stdout.strip() == python_version:
+            return found
+    return None
+
+
 def interpreter_for(python_version: str, architecture: str) -> str:
     """A Python executable that can import a zip built for this target, or an error."""
     machine = _MACHINES.get(platform.machine().lower())
@@ -87,9 +120,7 @@ def interpreter_for(python_version: str, architecture: str) -> str:
             f"cannot run the import check of a Linux {architecture} zip on "
             f"{sys.platform} {platform.machine()}; build with --no-check (cross-build)"
         )
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
-        return sys.executable
-    found = shutil.which(f"python{python_version}")
+    found = python_for(python_version)
     if found is None:
         raise PackagingError(
             f"cannot run the import check of a python{python_version} zip: no "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Callable, Iterable, Mapping
+from functools import partialmethod
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -192,30 +193,11 @@ class LambdaClient:
         payload = b"" if method.upper() == "HEAD" else response.body
         return LambdaResponse(response.status, response.headers, payload, result)
 
-    def get(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``GET path``."""
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``POST path``."""
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``PUT path``."""
-        return self.request("PUT", path, **kwargs)
-
-    def patch(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``PATCH path``."""
-        return self.request("PATCH", path, **kwargs)
-
-    def delete(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``DELETE path``."""
-        return self.request("DELETE", path, **kwargs)
-
-    def head(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``HEAD path``."""
-        return self.request("HEAD", path, **kwargs)
-
-    def options(self, path: str, **kwargs: Any) -> LambdaResponse:
-        """``OPTIONS path``."""
-        return self.request("OPTIONS", path, **kwargs)
+    # ``client.get(path, **kwargs)`` and so on: :meth:`request` with the method filled in.
+    get: partialmethod[LambdaResponse] = partialmethod(request, "GET")
+    post: partialmethod[LambdaResponse] = partialmethod(request, "POST")
+    put: partialmethod[LambdaResponse] = partialmethod(request, "PUT")
+    patch: partialmethod[LambdaResponse] = partialmethod(request, "PATCH")
+    delete: partialmethod[LambdaResponse] = partialmethod(request, "DELETE")
+    head: partialmethod[LambdaResponse] = partialmethod(request, "HEAD")
+    options: partialmethod[LambdaResponse] = partialmethod(request, "OPTIONS")

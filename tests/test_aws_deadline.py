@@ -1,0 +1,170 @@
+"""DeadlineBoundClient: every boto3 call ends by the invocation's deadline.
+
+The choice of timeouts is pure (property-tested); the calls go to moto's DynamoDB in server mode
+(``moto_server``, real HTTP on a loopback port) and to a listener that accepts connections and
+never answers (a partition: the kernel completes the TCP handshake, nothing reads). Nothing here
+reaches AWS. "In time" is the deadline (``time.monotonic()``) not yet reached when the call
+returned or raised, as tests/test_deadline.py checks the Lambda context's time left.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peewee_serverless import DeadlineExceeded
+from peewee_serverless.aws_deadline import BUDGETS, DeadlineBoundClient
+
+AWS = {
+    "region_name": "us-east-1",
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+}
+
+
+def _never(_: float | None = None) -> None:
+    return None
+
+
+def _deadline_in(seconds: float) -> tuple[float, Any]:
+    deadline = time.monotonic() + seconds
+    return deadline, lambda: deadline - time.monotonic()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[tuple[str, socket.socket]]:
+    """An endpoint that takes connections (kernel backlog) and never reads or answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", listener
+    finally:
+        listener.close()
+
+
+def _counting_client(
+    endpoint: str, time_left: Any, **settings: Any
+) -> tuple[DeadlineBoundClient, list[str]]:
+    """A client of ``endpoint`` whose boto3 clients record each attempt they send."""
+    session = boto3.session.Session()
+    sent: list[str] = []
+    session.events.register("before-send.dynamodb", lambda **kw: sent.append("attempt"))
+    client = DeadlineBoundClient(
+        "dynamodb", time_left, session=session, endpoint_url=endpoint, **settings, **AWS
+    )
+    return client, sent
+
+
+# -- choosing the timeouts ------------------------------------------------------------------
+def test_without_a_deadline_or_with_time_enough_the_configured_timeouts() -> None:
+    client = DeadlineBoundClient("dynamodb", _never, connect_timeout=1.0, read_timeout=5.0)
+    assert client.timeouts_for(None) == (1.0, 5.0)
+    assert client.timeouts_for(6.0) == (1.0, 5.0)
+    assert client.timeouts_for(100.0) == (1.0, 5.0)
+
+
+@given(
+    left=st.floats(min_value=0.0, max_value=200.0),
+    connect=st.floats(min_value=0.01, max_value=30.0),
+    read=st.floats(min_value=0.01, max_value=120.0),
+)
+def test_a_call_never_waits_longer_than_the_time_left(
+    left: float, connect: float, read: float
+) -> None:
+    client = DeadlineBoundClient("dynamodb", _never, connect_timeout=connect, read_timeout=read)
+    if left < min(BUDGETS) and left < connect + read:
+        with pytest.raises(DeadlineExceeded):
+            client.timeouts_for(left)
+        return
+    c, r = client.timeouts_for(left)
+    assert 0 < c <= connect and 0 < r <= read
+    assert c + r <= left + 1e-9  # float rounding of budget - connect + connect
+
+
+def test_the_time_a_client_build_takes_is_not_counted_twice() -> None:
+    """Building a client costs time (here 0.3 s of a fake clock per build): the client chosen
+    is one whose timeouts fit in what is left after the builds, not before them."""
+    clock = [0.0]
+
+    class SlowSession:
+        def __init__(self) -> None:
+            self._session = boto3.session.Session()
+
+        def client(self, *args: Any, **kwargs: Any) -> Any:
+            clock[0] += 0.3
+            return self._session.client(*args, **kwargs)
+
+    client = DeadlineBoundClient(
+        "dynamodb", lambda: 2.0 - clock[0], session=SlowSession(), endpoint_url="http://x", **AWS
+    )
+    chosen = client.client_now()
+    config = chosen.meta.config
+    assert config.connect_timeout + config.read_timeout <= 2.0 - clock[0]
+
+
+def test_too_little_time_left_sends_nothing(silent_endpoint: tuple[str, socket.socket]) -> None:
+    endpoint, listener = silent_endpoint
+    client = DeadlineBoundClient("dynamodb", lambda: 0.3, endpoint_url=endpoint, **AWS)
+    with pytest.raises(DeadlineExceeded):
+        client.get_item(TableName="t", Key={"pk": {"S": "x"}})
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # no connection was even opened
+
+
+# -- against moto's server ------------------------------------------------------------------
+def test_calls_and_exceptions_work_on_every_client(moto_server: str) -> None:
+    """The configured client and a short-deadline one answer alike, and an error of either is
+    the class ``client.exceptions`` names (one botocore session for all of them)."""
+    left = [None]
+    client = DeadlineBoundClient("dynamodb", lambda: left[0], endpoint_url=moto_server, **AWS)
+    table = f"t-{time.time_ns()}"
+    client.create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    left[0] = 2.0  # a short deadline: another client, with 0.5 s / 1.5 s timeouts
+    assert client.timeouts_for(2.0) == (0.5, 1.5) != client.timeouts
+    assert client.get_item(TableName=table, Key={"pk": {"S": "a"}})["Item"] == {"pk": {"S": "a"}}
+    assert len(client._clients) == 2
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.get_item(TableName=f"{table}-missing", Key={"pk": {"S": "a"}})
+
+
+# -- a silent endpoint: retries and timeouts ------------------------------------------------
+def test_without_a_deadline_timeouts_are_retried_as_botocore_standard_mode(
+    silent_endpoint: tuple[str, socket.socket],
+) -> None:
+    client, sent = _counting_client(
+        silent_endpoint[0], _never, connect_timeout=0.2, read_timeout=0.1, max_attempts=3
+    )
+    with pytest.raises(ReadTimeoutError):
+        client.get_item(TableName="t", Key={"pk": {"S": "x"}})
+    assert len(sent) == 3
+
+
+def test_a_call_and_its_retries_end_by_the_deadline(
+    silent_endpoint: tuple[str, socket.socket],
+) -> None:
+    """Configured: 5 s reads, ten attempts (over 50 s). With 1.5 s left, the call gets
+    shorter timeouts and only the attempts that fit, and gives up before the deadline."""
+    deadline, time_left = _deadline_in(1.5)
+    client, sent = _counting_client(
+        silent_endpoint[0], time_left, connect_timeout=1.0, read_timeout=5.0, max_attempts=10
+    )
+    with pytest.raises((ReadTimeoutError, DeadlineExceeded)):
+        client.get_item(TableName="t", Key={"pk": {"S": "x"}})
+    assert time.monotonic() < deadline
+    assert 1 <= len(sent) < 10
