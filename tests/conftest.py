@@ -232,25 +232,20 @@ def backend_env(name: str, tmp: Path, data_api_url: str = "") -> dict[str, str]:
     if name == "sqlite":
         return {"DB_ENGINE": "sqlite", "DB_NAME": str(tmp / "test.sqlite3")}
     if name == "mariadb":
-        env = {
-            "DB_ENGINE": "mysql",
-            "DB_NAME": TEST_DB,
-            "DB_HOST": MYSQL_ADMIN["host"],
-            "DB_PORT": str(MYSQL_ADMIN["port"]),
-            "DB_USER": MYSQL_ADMIN["user"],
-        }
-        if MYSQL_ADMIN["password"]:
-            env["DB_PASSWORD"] = MYSQL_ADMIN["password"]
-        return env
+        return _server_env("mysql", MYSQL_ADMIN)
+    return _server_env("postgres", PG_ADMIN)
+
+
+def _server_env(engine: str, admin: dict[str, Any]) -> dict[str, str]:
     env = {
-        "DB_ENGINE": "postgres",
+        "DB_ENGINE": engine,
         "DB_NAME": TEST_DB,
-        "DB_HOST": PG_ADMIN["host"],
-        "DB_PORT": str(PG_ADMIN["port"]),
-        "DB_USER": PG_ADMIN["user"],
+        "DB_HOST": admin["host"],
+        "DB_PORT": str(admin["port"]),
+        "DB_USER": admin["user"],
     }
-    if PG_ADMIN["password"]:
-        env["DB_PASSWORD"] = PG_ADMIN["password"]
+    if admin["password"]:
+        env["DB_PASSWORD"] = admin["password"]
     return env
 
 

@@ -337,25 +337,17 @@ def test_above_the_threshold_with_nobody_waiting_the_connection_is_kept(
     db.close()
 
 
-def test_below_the_threshold_the_connection_is_kept(accounts: Accounts) -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({"DB_USAGE_THRESHOLD": "0.8"}, id="below-the-threshold"),
+        pytest.param({"DB_MODE": "proxy", "DB_USAGE_THRESHOLD": "0"}, id="proxy-mode"),
+    ],
+)
+def test_nothing_is_reaped_nor_yielded(accounts: Accounts, settings: dict[str, str]) -> None:
+    """Below the usage threshold, and in proxy mode at any usage, both connections stay."""
     idle = accounts.connect(accounts.app)
-    db = accounts.backend.make_db(
-        accounts.env(accounts.app, DB_USAGE_THRESHOLD="0.8", DB_ZOMBIE_MIN_SECONDS="0")
-    )
-    fields = _invoke(db)
-    assert (fields["reaped"], fields["yielded"]) == (0, 0)
-    assert not db.is_closed()
-    assert accounts.session_id(idle) in accounts.alive_ids()
-    db.close()
-
-
-def test_proxy_mode_never_kills_nor_yields(accounts: Accounts) -> None:
-    idle = accounts.connect(accounts.app)
-    db = accounts.backend.make_db(
-        accounts.env(
-            accounts.app, DB_MODE="proxy", DB_USAGE_THRESHOLD="0", DB_ZOMBIE_MIN_SECONDS="0"
-        )
-    )
+    db = accounts.backend.make_db(accounts.env(accounts.app, DB_ZOMBIE_MIN_SECONDS="0", **settings))
     fields = _invoke(db)
     assert (fields["reaped"], fields["yielded"]) == (0, 0)
     assert not db.is_closed()
