@@ -198,7 +198,7 @@ def test_without_a_lambda_context_nothing_is_bounded(server: PrivateServer) -> N
     else:
         from peewee_serverless import deadline
 
-        assert db.connection() not in deadline._DEADLINES  # no bound on this connection
+        assert not deadline.pg_registered(db.connection())  # no bound on this connection
     db.close()
 
 

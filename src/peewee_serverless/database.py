@@ -255,6 +255,8 @@ class ServerlessDatabaseMixin:
         self._session: int | None = None
         #: A connection idle this long is not used again (see ``retire_after_seconds``).
         self._retire_after = self.retire_after_seconds(self.options)
+        #: ``options.idle_check_seconds``, read on every warm invocation (options never change).
+        self._idle_check = self.options.idle_check_seconds
         #: Where user/password (and maybe host, port, name) come from at each connect.
         self.credentials = credentials
         #: How many times a rejected password was fetched again (over the container's life).
@@ -492,7 +494,7 @@ class ServerlessDatabaseMixin:
             self.events.reconnects += 1
             self.discard_connection()
             return "retired"
-        if idle < self.options.idle_check_seconds:
+        if idle < self._idle_check:
             self.events.reused += 1
             return "reused"
         # A long gap: the notice may have been lost (a partition, a NAT that forgot the flow),
@@ -656,19 +658,17 @@ class ServerlessDatabaseMixin:
         # Every statement of every invocation passes here: the common case (nothing dead, time
         # left) is kept to one frame of ours; failures go to _statement_failed.
         deadline = self._deadline
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._out_of_time()
         poller = self._poller
-        if (
-            poller is not None
-            and not self._state.transactions
-            and (
-                poller.poll(0) or time.monotonic() - (self._last_used or 0.0) >= self._retire_after
-            )
-        ):
-            self._check_before_sending()
+        if deadline is not None or poller is not None:
+            now = time.monotonic()  # one clock read for both checks
+            if deadline is not None and deadline <= now:
+                raise self._out_of_time()
+            if (
+                poller is not None
+                and not self._state.transactions
+                and (poller.poll(0) or now - (self._last_used or 0.0) >= self._retire_after)
+            ):
+                self._check_before_sending()
         try:
             try:
                 return func(*args, **kwargs)

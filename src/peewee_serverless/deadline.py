@@ -32,6 +32,7 @@ import select
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .errors import DeadlineExceeded
@@ -40,6 +41,7 @@ __all__ = [
     "DEADLINE_MARGIN_SECONDS",
     "deadline_from_context",
     "pg_deadline_box",
+    "pg_registered",
     "pg_wait",
     "pg_wait_for",
 ]
@@ -54,44 +56,109 @@ def deadline_from_context(context: Any, margin: float = DEADLINE_MARGIN_SECONDS)
     if remaining is None:
         return None
     try:
-        millis = float(remaining())
+        left = float(remaining()) / 1000.0 - margin
     except Exception:  # noqa: BLE001 - a foreign context object: no deadline rather than a crash
         return None
-    return time.monotonic() + max(0.0, millis / 1000.0 - margin)
+    return time.monotonic() + (left if left > 0.0 else 0.0)
 
 
 # -- PostgreSQL: psycopg2's wait callback ----------------------------------------------------------
-#: connection -> box (a one-item list) holding the deadline (``time.monotonic()``) of the
-#: invocation using it, or None. A database registers its connection's box once and then only
-#: writes into it per invocation: no weak reference is made or dropped on the warm path.
-_DEADLINES: weakref.WeakKeyDictionary[Any, list[float | None]] = weakref.WeakKeyDictionary()
+#: psycopg2.extensions' POLL_OK / POLL_READ / POLL_WRITE (documented values): compared as
+#: constants, as the callback runs for every statement.
+_POLL_OK, _POLL_READ, _POLL_WRITE = 0, 1, 2
+
+
+class _Bound:
+    """What :func:`pg_wait` needs for one registered connection, found by ``id(conn)``.
+
+    ``box`` is a one-item list holding the deadline (``time.monotonic()``) of the invocation
+    using the connection, or None: its owner registers it once and then only writes into it per
+    invocation. ``poller`` watches the socket for reading (the wait of nearly every statement):
+    registered once, one ``poll`` system call per wait instead of ``select``'s fd sets.
+    """
+
+    __slots__ = ("box", "fd", "poller", "ref")
+
+    def __init__(self, conn: Any, box: list[float | None]) -> None:
+        key = id(conn)
+
+        def forget(ref: Any) -> None:  # the connection was collected: drop its entry
+            if _BOUND.get(key) is self:
+                del _BOUND[key]
+
+        self.ref: Callable[[], Any] = weakref.ref(conn, forget)
+        self.box = box
+        self.poller = select.poll()
+        try:
+            self.fd = conn.fileno()
+        except Exception:  # noqa: BLE001 - no socket (closed): every wait goes to select()
+            self.fd = -1
+        else:
+            self.poller.register(self.fd, select.POLLIN)
+
+
+#: ``id(connection)`` -> its :class:`_Bound` (a weak reference checks that the id is still
+#: that connection's). A plain dict lookup: a ``WeakKeyDictionary`` made a weak reference and
+#: ran a Python method on every wait.
+_BOUND: dict[int, _Bound] = {}
 #: The deadline of a connect in progress on this thread (the connection object is not ours yet).
 _connecting = threading.local()
 _active = 0
 _lock = threading.Lock()
 #: ``psycopg2.extensions``, bound by :func:`pg_bounded` when it first installs the callback:
-#: psycopg2 is imported only by applications that use it, and not on every wait.
+#: psycopg2 is imported only by applications that use it.
 _ext: Any = None
 
 
 def pg_wait(conn: Any) -> None:
-    """psycopg2 wait callback: ``psycopg2.extras.wait_select`` with the deadline as its bound."""
-    ext = _ext
-    if ext is None:  # installed by hand, not through pg_bounded
-        ext = _psycopg2_extensions()
-    box = _DEADLINES.get(conn)
-    deadline = None if box is None else box[0]
-    connecting = box is None
-    if connecting:
-        deadline = getattr(_connecting, "deadline", None)
-    fd = conn.fileno()
+    """psycopg2 wait callback: ``psycopg2.extras.wait_select`` with the deadline as its bound.
+
+    Runs for every statement while installed: the usual case (a registered connection, a read
+    wait) is one ``poll`` per wait and no allocation.
+    """
+    bound = _BOUND.get(id(conn))
+    if bound is None or bound.ref() is not conn:
+        return _wait_connecting(conn, getattr(_connecting, "deadline", None))
+    box = bound.box
+    poll = conn.poll
+    while True:
+        try:
+            state = poll()
+        except KeyboardInterrupt:
+            conn.cancel()
+            continue
+        if state == _POLL_OK:
+            return
+        deadline = box[0]
+        if deadline is None:
+            timeout = None
+        else:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
+        if state == _POLL_READ and bound.fd == conn.fileno():
+            # poll() takes whole milliseconds and rounds up: round down instead (never past
+            # the deadline); the last millisecond goes to select(), which takes microseconds.
+            if timeout is None:
+                bound.poller.poll()
+                continue
+            millis = int(timeout * 1000)
+            if millis > 0:
+                bound.poller.poll(millis)
+                continue
+        _wait_once(conn, state, timeout)
+
+
+def _wait_connecting(conn: Any, deadline: float | None) -> None:
+    """:func:`pg_wait` for a connection not registered (a connect in progress, or bounded only
+    by the thread's connect deadline): its socket may change while libpq tries addresses."""
     while True:
         try:
             state = conn.poll()
         except KeyboardInterrupt:
             conn.cancel()
             continue
-        if state == ext.POLL_OK:
+        if state == _POLL_OK:
             return
         timeout = None
         if deadline is not None:
@@ -100,16 +167,20 @@ def pg_wait(conn: Any) -> None:
                 # A half-made connection would keep its socket open for as long as this
                 # exception's traceback holds ``conn``: close it. (Not during a statement:
                 # psycopg2 holds the connection's lock then and closes it itself.)
-                if connecting:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
                 raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
-        if state == ext.POLL_READ:
-            select.select([fd], [], [], timeout)
-        elif state == ext.POLL_WRITE:
-            select.select([], [fd], [], timeout)
-        else:  # pragma: no cover - psycopg2 documents only the three states
-            raise ext.OperationalError(f"bad state from poll: {state}")
+        _wait_once(conn, state, timeout)
+
+
+def _wait_once(conn: Any, state: int, timeout: float | None) -> None:
+    fd = conn.fileno()
+    if state == _POLL_READ:
+        select.select([fd], [], [], timeout)
+    elif state == _POLL_WRITE:
+        select.select([], [fd], [], timeout)
+    else:  # pragma: no cover - psycopg2 documents only the three states
+        raise _psycopg2_extensions().OperationalError(f"bad state from poll: {state}")
 
 
 def _psycopg2_extensions() -> Any:
@@ -123,9 +194,9 @@ def _psycopg2_extensions() -> Any:
 def pg_wait_for(conn: Any, deadline: float | None) -> None:
     """Bound ``conn``'s waits by ``deadline`` (None: unbounded again)."""
     if deadline is None:
-        _DEADLINES.pop(conn, None)
+        _BOUND.pop(id(conn), None)
     else:
-        _DEADLINES[conn] = [deadline]
+        pg_deadline_box(conn, [deadline])
 
 
 def pg_deadline_box(conn: Any, box: list[float | None]) -> None:
@@ -134,7 +205,13 @@ def pg_deadline_box(conn: Any, box: list[float | None]) -> None:
     For a connection used by many invocations: the owner registers the box once and writes
     each invocation's deadline into it.
     """
-    _DEADLINES[conn] = box
+    _BOUND[id(conn)] = _Bound(conn, box)
+
+
+def pg_registered(conn: Any) -> bool:
+    """Whether ``conn``'s waits are bounded by a registered deadline box."""
+    bound = _BOUND.get(id(conn))
+    return bound is not None and bound.ref() is conn
 
 
 def pg_connecting(deadline: float | None) -> None:

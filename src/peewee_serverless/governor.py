@@ -130,6 +130,8 @@ class GovernorMixin:
     _state: Any
 
     _usage: Usage | None = None
+    #: ``time.monotonic()`` from which ``_usage`` is read again (see ``_current_usage``).
+    _usage_due: float = 0.0
     _reap_supported: bool = True
     #: The server's refused-connect counter read with the last usage (``None``: not counted).
     _refused_counter: int | None = None
@@ -176,29 +178,27 @@ class GovernorMixin:
         refused = self._refused_counter if scope == "server" else None
         return Usage(connections, limit, scope, time.monotonic(), refused)
 
-    def _current_usage(self) -> Usage | None:
-        opts = self.options
+    def _current_usage(self, now: float | None = None) -> Usage | None:
         cached = self._usage
-        now = time.monotonic()
-        age = None if cached is None else now - cached.checked_at
-        fresh_needed = (
-            age is None
-            or age >= opts.usage_check_seconds
-            # Above the threshold a holder must learn soon that others queue (the refusal
-            # counter), but not at every invocation: at 1x every slot is taken and nobody
-            # waits, and two statements per invocation made it 5x slower than plain Peewee.
-            or (
-                cached is not None
-                and cached.ratio > opts.usage_threshold
-                and age >= min(self.busy_check_seconds, opts.usage_check_seconds)
-            )
-            or self.events.retries > 0
-        )
-        if fresh_needed:
-            if cached is not None and cached.refused is not None:
-                self._refused_before = cached.refused
-            self._usage = self.connection_usage()
-        return self._usage
+        if now is None:
+            now = time.monotonic()
+        # The cached reading is used until ``_usage_due`` (set when it was read), unless this
+        # invocation had to retry its connect (the server is short of slots now).
+        if cached is not None and now < self._usage_due and not self.events.retries:
+            return cached
+        if cached is not None and cached.refused is not None:
+            self._refused_before = cached.refused
+        usage = self._usage = self.connection_usage()
+        if usage is not None:
+            opts = self.options
+            every = opts.usage_check_seconds
+            if usage.ratio > opts.usage_threshold:
+                # Above the threshold a holder must learn soon that others queue (the refusal
+                # counter), but not at every invocation: at 1x every slot is taken and nobody
+                # waits, and two statements per invocation made it 5x slower than plain Peewee.
+                every = min(self.busy_check_seconds, every)
+            self._usage_due = usage.checked_at + every
+        return usage
 
     def queued_recently(self, now: float | None = None) -> bool:
         """Whether this container was refused a slot within ``pressure_window_seconds``."""
@@ -211,7 +211,8 @@ class GovernorMixin:
     def others_waiting(self, usage: Usage) -> bool:
         """Whether there is evidence that other containers wait for a slot (module docstring)."""
         now = time.monotonic()
-        if self.queued_recently(now):
+        # (``refused_at`` tested first: the method is not called on the usual warm path.)
+        if getattr(self, "refused_at", None) is not None and self.queued_recently(now):
             return True
         if usage.refused is not None:
             before = self._refused_before
@@ -259,13 +260,14 @@ class GovernorMixin:
         now = time.monotonic()
         if self.events.connects or self._held_since is None:
             self._held_since = now
-        if self.queued_recently(now):
+        # (``refused_at`` tested first: the method is not called on the usual warm path.)
+        if getattr(self, "refused_at", None) is not None and self.queued_recently(now):
             # This container queued for its slot moments ago: the server is full and others
             # queue as it did. No usage read is needed to know that (two statements fewer
             # while holding a slot others wait for); reap if due, else hand the slot over.
             self._relieve(None, 1.0, now)
             return
-        usage = self._current_usage()
+        usage = self._current_usage(now)
         if usage is None or usage.ratio <= opts.usage_threshold:
             return
         self._relieve(usage, usage.ratio, now)

@@ -32,6 +32,9 @@ __all__ = ["DEADLINE_MARGIN_SECONDS", "database_lifecycle", "deadline_from_conte
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_perf_counter = time.perf_counter
+_DEBUG = logging.DEBUG
+
 
 def _default_logger() -> Any:
     # Powertools is imported on first use, not at package import: cold starts stay cheap.
@@ -63,7 +66,7 @@ def _log_invocation(
                 "rolled_back": rolled_back,
                 "closed": closed,
                 "db_ms": round(events.db_seconds * 1000, 3),
-                "total_ms": round((time.perf_counter() - started) * 1000, 3),
+                "total_ms": round((_perf_counter() - started) * 1000, 3),
                 **{k: v for k, v in events.as_dict().items() if k != "db_seconds"},
             }
         },
@@ -87,16 +90,20 @@ def database_lifecycle(
 
         raise ConfigurationError("close_policy", f"must be 'keep' or 'close', got {policy!r}")
     log_mode = db.options.log_invocations
+    logging_on = log_mode != "off"
+    notable_only = log_mode == "notable"
+    close_each = policy == "close"
+    events = db.events  # one object for the database's life: reset, never replaced
     # The logger (made on first use) and its ``isEnabledFor`` (None: the logger has none),
     # looked up once rather than on every invocation (Powertools' Logger delegates each
     # attribute through ``__getattr__``).
-    state: dict[str, Any] = {"logger": logger}
+    found: tuple[Any, Any] | None = None
 
     def loggers() -> tuple[Any, Any]:
-        log = state.get("logger")
-        if log is None:
-            log = state["logger"] = _default_logger()
-        found = state["found"] = (log, getattr(log, "isEnabledFor", None))
+        nonlocal found, logger
+        if logger is None:
+            logger = _default_logger()
+        found = (logger, getattr(logger, "isEnabledFor", None))
         return found
 
     def decorate(handler: F) -> F:
@@ -104,8 +111,7 @@ def database_lifecycle(
         # the usual case; see bench/warm.py and bench/profile.py).
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            events = db.events
+            started = _perf_counter()
             events.reset()
             db.set_deadline(deadline_from_context(context))
             connection = "lazy"
@@ -121,17 +127,17 @@ def database_lifecycle(
                     rolled_back = db.finish()
                 finally:
                     closed = False
-                    if policy == "close" and not db.is_closed():
+                    if close_each and not db.is_closed():
                         db.close()
                         closed = True
                     db.set_deadline(None)
-                    if log_mode != "off":
-                        log, enabled = state.get("found") or loggers()
+                    if logging_on:
+                        log, enabled = found or loggers()
                         # A warm invocation that merely reused the connection has nothing to
                         # report; formatting a JSON log line costs more than the lifecycle
                         # itself, so it is logged at DEBUG only.
                         if (
-                            log_mode == "notable"
+                            notable_only
                             and connection == "reused"
                             and outcome == "ok"
                             and not (rolled_back or closed)
@@ -144,7 +150,7 @@ def database_lifecycle(
                                 or events.gave_up
                             )
                         ):
-                            debug = enabled is not None and enabled(logging.DEBUG)
+                            debug = enabled is not None and enabled(_DEBUG)
                             emit = log.debug if debug else None
                         else:
                             emit = log.info

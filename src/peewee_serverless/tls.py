@@ -181,8 +181,10 @@ def _pymysql_connection_class() -> type:
             self.deadline = deadline
             super().__init__(*args, **kwargs)
 
-        _read_timeout = _bounded_by_deadline("_read_limit")
-        _write_timeout = _bounded_by_deadline("_write_limit")
+        # PyMySQL reads these once per packet and once per write (each wait of a statement):
+        # one frame each, no further call (see ``_bounded_timeout``).
+        _read_timeout = _bounded_timeout("_read_limit")
+        _write_timeout = _bounded_timeout("_write_limit")
 
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             # Called with {} in PyMySQL's preferred mode (no TLS option given), which would
@@ -199,25 +201,33 @@ def _pymysql_connection_class() -> type:
     return TlsReusingConnection
 
 
-def _bounded_by_deadline(limit: str) -> property:
-    """A timeout attribute of PyMySQL's connection: what PyMySQL sets is kept in ``limit``;
-    what it reads is that, ended by the connection's ``deadline``."""
-    return property(
-        lambda conn: _until(getattr(conn, limit), conn.deadline),
-        lambda conn, value: setattr(conn, limit, value),
-    )
+_monotonic = time.monotonic
 
 
-def _until(limit: float | None, deadline: float | None) -> float | None:
-    """A socket timeout: ``limit``, but ending by ``deadline`` (never zero: that would mean
-    non-blocking to Python's socket)."""
-    if deadline is None:
-        return limit
-    # Rounded down to 10 ms: the waits of one statement (a result's packets) get the same value,
-    # so PyMySQL, which resets the socket's timeout only when the value changes, does not make a
-    # system call for each packet. Rounding down never moves a wait past the deadline.
-    left = max(int((deadline - time.monotonic()) * 100) / 100, 0.001)
-    return left if limit is None else min(limit, left)
+def _bounded_timeout(limit_name: str) -> property:
+    """A socket timeout property: the configured limit (``limit_name``'s value; set through
+    the property), but ending by the connection's ``deadline``.
+
+    Never zero (that would mean non-blocking to Python's socket). Rounded down to 10 ms: the
+    waits of one statement (a result's packets) get the same value, so PyMySQL, which resets
+    the socket's timeout only when the value changes, does not make a system call for each
+    packet. Rounding down never moves a wait past the deadline.
+    """
+
+    def get(self: Any) -> float | None:
+        deadline = self.deadline
+        limit: float | None = getattr(self, limit_name)
+        if deadline is None:
+            return limit
+        left = int((deadline - _monotonic()) * 100) / 100
+        if left < 0.001:
+            left = 0.001
+        return left if limit is None or left < limit else limit
+
+    def set_limit(self: Any, value: float | None) -> None:
+        setattr(self, limit_name, value)
+
+    return property(get, set_limit)
 
 
 def tls_from_env(environ: Mapping[str, str]) -> TlsSettings | None:
