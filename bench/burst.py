@@ -154,7 +154,7 @@ def serverless_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if handler is None:
         from peewee_serverless import database_from_env, database_lifecycle
 
-        db = database_from_env()
+        db: Any = database_from_env()
         # The lazy connect happens inside the work's first statement: its time (retries and
         # waits included) is taken out of the work by the connect events' connect_ms.
         connecting = [0.0]
@@ -403,15 +403,16 @@ def run_burst(
         drop_account(server, account.name)
 
 
-def burst_measures(results: list[Any]) -> tuple[float, int]:
+def burst_measures(results: list[Any]) -> tuple[float | None, int | None]:
     """The burst's DB work (seconds, summed) and refused connect attempts, from the answers.
 
     Each answered invocation's body says how long its work held the connection (``work_ms``)
     and, for peewee-serverless, how many connect attempts were refused (``refused``); failed
-    invocations did no work and count nothing (their refused attempts are not seen).
+    invocations did no work and count nothing (their refused attempts are not seen). ``None``:
+    no answer said (a handler that does not measure, such as the users service).
     """
-    work_ms = 0.0
-    refused = 0
+    work_ms: float | None = None
+    refused: int | None = None
     for r in results:
         if not r.ok:
             continue
@@ -419,10 +420,13 @@ def burst_measures(results: list[Any]) -> tuple[float, int]:
             body = json.loads(r.body)
         except ValueError:
             continue
-        if isinstance(body, dict):
-            work_ms += float(body.get("work_ms", 0.0))
-            refused += int(body.get("refused", 0))
-    return work_ms / 1000.0, refused
+        if not isinstance(body, dict):
+            continue
+        if "work_ms" in body:
+            work_ms = (work_ms or 0.0) + float(body["work_ms"])
+        if "refused" in body:
+            refused = (refused or 0) + int(body["refused"])
+    return (None if work_ms is None else work_ms / 1000.0), refused
 
 
 def burst_wall(results: list[Any]) -> float:
@@ -963,6 +967,7 @@ def main(argv: list[str] | None = None) -> int:
     no_limit_levels = {float(x) for x in args.no_limit.split(",") if x.strip()}
     runs: list[EngineRun] = []
     load_start = _load()
+    clock_start = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     peak_load = LoadWatch()
     for engine in args.engine.split(","):
         variants = [ANCHOR_FOR[engine] if v == "anchor" else v for v in args.variants.split(",")]
@@ -1006,11 +1011,14 @@ def main(argv: list[str] | None = None) -> int:
     if "--output" in shown and Path(args.output) == ROOT / "docs" / "benchmarks.md":
         i = shown.index("--output")
         del shown[i : i + 2]
+    if "--no-write" in shown:  # where the table went is not how it was measured
+        shown.remove("--no-write")
     command = "python bench/burst.py " + " ".join(shown)
     from bench.anchors import describe
 
     peak_load.stop()
     conditions = (
+        f"Run {clock_start}-{time.strftime('%H:%M', time.gmtime())} UTC. "
         f"Load average (1 min) on this 2-core machine: {load_start} at the start, "
         f"{_load()} at the end, {peak_load.peak:.1f} at the highest (sampled every 5 s; the "
         "containers of a 200-container burst alone count up to 200 runnable processes)."

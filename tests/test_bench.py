@@ -97,6 +97,8 @@ def test_burst_measures_sum_the_answered_invocations_work_and_refusals() -> None
     work_s, refused = burst_measures(results)
     assert work_s == pytest.approx(0.004)
     assert refused == 3
+    # A handler that does not measure (the users service): unknown, not zero.
+    assert burst_measures([InvocationResult(0, 0, 201, 5.0, body='{"id": 1}')]) == (None, None)
 
 
 def test_work_floor_is_the_bursts_own_work_over_the_slots() -> None:

@@ -12,7 +12,8 @@ import pytest
 from peewee_serverless import cli
 from peewee_serverless.local import invoke
 
-ROOT = Path(__file__).resolve().parent.parent
+from .test_local_cli import run
+
 EVENT = {
     "httpMethod": "GET",
     "path": "/items",
@@ -20,21 +21,10 @@ EVENT = {
 }
 
 
-def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "peewee_serverless", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_invoke_subprocess_prints_response_json(tmp_path: Path) -> None:
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps(EVENT))
-    result = _run("invoke", "tests.apps.echo:handler", "--event", str(event_file))
+    result = run("invoke", "tests.apps.echo:handler", "--event", str(event_file))
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert response["statusCode"] == 201
@@ -42,14 +32,14 @@ def test_invoke_subprocess_prints_response_json(tmp_path: Path) -> None:
 
 
 def test_invoke_reads_event_from_stdin() -> None:
-    result = _run("invoke", "tests.apps.echo:handler", "--event", "-", stdin=json.dumps(EVENT))
+    result = run("invoke", "tests.apps.echo:handler", "--event", "-", stdin=json.dumps(EVENT))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["statusCode"] == 201
 
 
 def test_invoke_powertools_app_with_v1_event() -> None:
     event = {"httpMethod": "GET", "path": "/items/1", "headers": {}, "requestContext": {}}
-    result = _run(
+    result = run(
         "invoke", "tests.apps.powertools_app:handler", "--event", "-", stdin=json.dumps(event)
     )
     assert result.returncode == 0, result.stderr
@@ -68,7 +58,7 @@ def test_invoke_powertools_app_with_v1_event() -> None:
     ],
 )
 def test_invoke_user_errors_exit_2_with_one_line(target: str, event: str, expected: str) -> None:
-    result = _run("invoke", target, "--event", "-", stdin=event)
+    result = run("invoke", target, "--event", "-", stdin=event)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
@@ -76,13 +66,13 @@ def test_invoke_user_errors_exit_2_with_one_line(target: str, event: str, expect
 
 
 def test_invoke_missing_event_file_exits_2(tmp_path: Path) -> None:
-    result = _run("invoke", "tests.apps.echo:handler", "--event", str(tmp_path / "absent.json"))
+    result = run("invoke", "tests.apps.echo:handler", "--event", str(tmp_path / "absent.json"))
     assert result.returncode == 2
     assert "cannot read event file" in result.stderr
 
 
 def test_invoke_handler_exception_prints_lambda_error_and_exits_1() -> None:
-    result = _run("invoke", "tests.apps.echo:raising", "--event", "-", stdin="{}")
+    result = run("invoke", "tests.apps.echo:raising", "--event", "-", stdin="{}")
     assert result.returncode == 1
     error = json.loads(result.stdout)
     assert error["errorType"] == "RuntimeError"

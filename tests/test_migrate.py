@@ -190,6 +190,13 @@ def migrate_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "peewee_serverless", "migrate", *args]
 
 
+def run_migrate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``migrate ARGS`` to the end with ``env``."""
+    return subprocess.run(
+        migrate_argv(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 def subprocess_env(backend: Backend, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DB_") and k != "DATABASE_URL"}
     env.update(backend.env)
@@ -249,14 +256,7 @@ def test_cli_status_up_down(backend: Backend, migrations: Path) -> None:
     env = subprocess_env(backend)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            migrate_argv(*args, "--dir", str(migrations)),
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_migrate(env, *args, "--dir", str(migrations))
 
     result = run("status")
     assert (result.returncode, result.stdout) == (0, "[ ] 0001_create_note\n[ ] 0002_add_karma\n")
@@ -270,24 +270,10 @@ def test_cli_status_up_down(backend: Backend, migrations: Path) -> None:
 
 
 def test_cli_errors_are_one_line_exit_2(backend: Backend, tmp_path: Path, migrations: Path) -> None:
-    missing = subprocess.run(
-        migrate_argv("up", "--dir", str(tmp_path / "nope")),
-        env=subprocess_env(backend),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = run_migrate(subprocess_env(backend), "up", "--dir", str(tmp_path / "nope"))
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
-    bad = subprocess.run(
-        migrate_argv("up", "--dir", str(migrations)),
-        env=subprocess_env(backend, DB_ENGINE="oracle"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_migrate(subprocess_env(backend, DB_ENGINE="oracle"), "up", "--dir", str(migrations))
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "DB_ENGINE" in bad.stderr
 
