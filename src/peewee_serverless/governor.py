@@ -132,6 +132,9 @@ class GovernorMixin:
     _usage: Usage | None = None
     #: ``time.monotonic()`` from which ``_usage`` is read again (see ``_current_usage``).
     _usage_due: float = 0.0
+    #: Until this ``time.monotonic()`` the last reading (below the threshold) stands: the usual
+    #: invocation has nothing to govern (see ``govern``); 0.0 when there is no such reading.
+    _quiet_until: float = 0.0
     _reap_supported: bool = True
     #: The server's refused-connect counter read with the last usage (``None``: not counted).
     _refused_counter: int | None = None
@@ -198,6 +201,8 @@ class GovernorMixin:
                 # waits, and two statements per invocation made it 5x slower than plain Peewee.
                 every = min(self.busy_check_seconds, every)
             self._usage_due = usage.checked_at + every
+            below = usage.ratio <= opts.usage_threshold
+            self._quiet_until = self._usage_due if below else 0.0
         return usage
 
     def queued_recently(self, now: float | None = None) -> bool:
@@ -232,6 +237,7 @@ class GovernorMixin:
         """Close our own connection rather than keep a slot the server is short of."""
         self.close()
         self._usage = None  # our own slot is free now: read usage afresh next time
+        self._quiet_until = 0.0
         self.events.yielded += 1
 
     # -- end of invocation ---------------------------------------------------------------------
@@ -248,6 +254,18 @@ class GovernorMixin:
 
     def govern(self) -> None:
         """Check usage and reap zombies or yield our connection (no-op behind a proxy)."""
+        # The usual warm invocation, decided from plain attributes and one clock read: usage
+        # was read a moment ago and was below the threshold (``_quiet_until``), this
+        # invocation neither connected nor retried, and no connect of ours was refused within
+        # the pressure window. Every check below would end in doing nothing.
+        events = self.events
+        if not (events.connects or events.retries) and self._held_since is not None:
+            now = time.monotonic()
+            refused_at = getattr(self, "refused_at", None)
+            if now < self._quiet_until and (
+                refused_at is None or now - refused_at > self.pressure_window_seconds
+            ):
+                return
         opts = self.options
         if opts.mode == "proxy":
             return
@@ -293,6 +311,7 @@ class GovernorMixin:
         if reaped:
             self.events.reaped += reaped
             self._usage = None
+            self._quiet_until = 0.0
             emit_event(self, "reap", reaped=reaped, **fields)
             return
         if usage is not None and not self.others_waiting(usage):
