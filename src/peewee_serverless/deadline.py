@@ -227,7 +227,10 @@ def pg_bounded(active: bool) -> bool:
     """
     global _active
     ext = _ext if _ext is not None else _psycopg2_extensions()
-    with _lock:
+    # Twice per invocation: acquire/release rather than ``with`` (its special-method lookups
+    # cost more than the rest), no max().
+    _lock.acquire()
+    try:
         current = ext.get_wait_callback()
         if active:
             if current is not None and current is not pg_wait:
@@ -236,7 +239,10 @@ def pg_bounded(active: bool) -> bool:
             if current is None:
                 ext.set_wait_callback(pg_wait)
             return True
-        _active = max(0, _active - 1)
+        if _active > 0:
+            _active -= 1
         if _active == 0 and current is pg_wait:
             ext.set_wait_callback(None)
         return False
+    finally:
+        _lock.release()
