@@ -271,7 +271,7 @@ def test_nothing_to_reap_means_yielding_our_own_connection(accounts: Accounts) -
     db = accounts.backend.make_db(
         accounts.env(accounts.app, DB_USAGE_THRESHOLD="0.05", DB_ZOMBIE_MIN_SECONDS="0")
     )
-    db.hold_seconds = 0.0  # no lease (by default a fresh slot is kept 0.25 s / 0.05 s)
+    db.hold_seconds = 0.0  # no lease (MySQL's default keeps a fresh slot for 0.25 s)
     db.refused_at = time.monotonic()  # others wait: this container was just refused a slot
     fields = _invoke(db)
     assert fields["reaped"] == 0

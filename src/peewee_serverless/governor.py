@@ -391,15 +391,14 @@ class PostgresGovernor(GovernorMixin):
     """PostgreSQL: usage from ``pg_stat_activity`` and the role's limit; reaping by
     ``pg_terminate_backend`` of idle sessions with our ``application_name``."""
 
-    #: A short lease: a slot freshly won is kept when the invocation that won it ends within
-    #: 50 ms of the connect, so the container's next invocation uses it too; then it is handed
-    #: over. Measured at 20x against no lease (docs/benchmarks.md, five paired runs each):
-    #: sessions 889-949 instead of 1,838-1,910 for 2,000 invocations, p50 79-157 ms instead of
-    #: ~1 s, wall 19.2-26.7 s (mean 22.4) instead of 23.3-26.4 s (mean 25.5), all answered; but
-    #: p99 13-16 s instead of 10-12 s, as each waiter's turn comes later. Longer leases cut
-    #: sessions further (0.25 s: ~550) but let 1-2 of 2,000 invocations reach their deadline:
-    #: every refused attempt costs PostgreSQL a forked backend, so waiting is dear here.
-    hold_seconds = 0.05
+    #: No lease: every refused attempt costs PostgreSQL a forked backend, so waiting is dear
+    #: and a lease makes each waiter's turn come later. Measured at 20x (docs/benchmarks.md):
+    #: a 50 ms lease halved the sessions (889-949 instead of 1,838-1,901 for 2,000 invocations)
+    #: and cut p50 from ~1 s to 79-157 ms for the benchmark's one-INSERT handler, all answered
+    #: in eight bursts, but p99 rose from 10-12 s to 13-17 s, and the whole users service
+    #: (heavier invocations) lost 3-21 of 2,000 invocations to their deadline in three bursts,
+    #: against 0-1 in two without; 0.1 s and 0.25 s leases lost 1-2 with the light handler.
+    hold_seconds = 0.0
 
     def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
         # Without pg_read_all_stats, PostgreSQL hides backend_type (and state) of other
