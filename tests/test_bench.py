@@ -72,6 +72,34 @@ def test_every_scenario_writes_a_well_formed_table(tmp_path: Path) -> None:
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_run_of_some_scenarios_keeps_the_others_sections_and_targets(tmp_path: Path) -> None:
+    output = tmp_path / "benchmarks.md"
+    zipcold = "<!-- zipcold:start -->\nzip table\n<!-- zipcold:end -->"
+    output.write_text(
+        "# Benchmarks\n\n## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n"
+        "| package import cost | <= 15 ms | +8.2 ms | met |\n"
+        "| warm overhead, SQLite | old goal | old | old |\n\n"
+        "<!-- warm:start -->\n## 1. Warm\n\nold warm\n<!-- warm:end -->\n\n"
+        f"<!-- cold:start -->\n## 2. Cold start\n\nkept cold\n\n{zipcold}\n<!-- cold:end -->\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "bench.run", "--smoke", "--only", "warm", "--engines", "sqlite",
+            "--database", f"{TEST_DB}_bench", "--output", str(output),
+        ],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = output.read_text()
+    assert "old warm" not in text and "raw Peewee, persistent connection (baseline)" in text
+    assert text.count("kept cold") == 1 and text.count(zipcold) == 1
+    assert text.index("<!-- warm:start -->") < text.index("<!-- cold:start -->")
+    assert "| package import cost | <= 15 ms | +8.2 ms | met |" in text  # not measured: kept
+    sqlite_rows = [r for r in text.splitlines() if r.startswith("| warm overhead, SQLite |")]
+    assert len(sqlite_rows) == 1 and "old goal" not in sqlite_rows[0]  # measured: replaced
+    assert not (tmp_path / "benchmarks.png").exists()  # a partial run draws no plot
+
+
 # -- the burst report's floors (pure: outcomes made up, no servers) -------------------------------
 def _outcome(wall_s: float, work_s: float | None, *, no_limit: bool = False) -> Any:
     from bench.burst import BurstOutcome
