@@ -31,7 +31,10 @@ from bench.common import (
 #: (component, substrings of the file path / builtin name), first match wins.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("peewee-serverless: lifecycle", ("peewee_serverless/lifecycle.py",)),
-    ("peewee-serverless: deadline (psycopg2 wait callback)", ("peewee_serverless/deadline.py",)),
+    (
+        "peewee-serverless: deadline (PostgreSQL watchdog arm)",
+        ("peewee_serverless/deadline.py", "peewee_serverless/watchdog.py"),
+    ),
     ("peewee-serverless: usage watch (governor)", ("peewee_serverless/governor.py",)),
     ("peewee-serverless: connection handling", ("peewee_serverless/",)),
     ("Powertools Logger (the lifecycle's log line)", ("aws_lambda_powertools/logging/",)),

@@ -291,6 +291,20 @@ class PrivateServer:
         finally:
             conn.close()
 
+    def hold_row_lock(self, table: str) -> Any:
+        """``table`` (id, n) in the test database with one row (1, 0), locked by an open
+        transaction on the connection returned (``ROLLBACK`` on it, then close it, to release)."""
+        self.query(
+            f"CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY, n INT)", database=self.test_db
+        )
+        self.query(f"DELETE FROM {table}", database=self.test_db)
+        self.query(f"INSERT INTO {table} VALUES (1, 0)", database=self.test_db)
+        holder = self.connect(self.test_db)
+        with holder.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(f"UPDATE {table} SET n = n + 1 WHERE id = 1")  # holds the row lock
+        return holder
+
     def env(self, user: str | None = None, password: str | None = None) -> dict[str, str]:
         """The DB_* environment a function would have to use this server's test database."""
         env = {

@@ -188,7 +188,7 @@ def _holder_and_waiter(backend: Any, **env: str) -> Iterator[tuple[Any, Any]]:
     try:
         yield holder, waiter
     finally:
-        # A deadline installs psycopg2's process-wide wait callback: it must not outlive a test.
+        # A deadline arms the process-wide watchdog (PostgreSQL): it must not outlive a test.
         waiter.set_deadline(None)
         holder.close()
         waiter.close()
@@ -246,8 +246,8 @@ def test_a_silent_server_cannot_hold_the_connect_past_the_deadline(server_backen
         assert time.monotonic() - started < 30
         assert db.connect_params["connect_timeout"] in (60, 60.0)  # restored for the next one
     finally:
-        # As the lifecycle does at the end of an invocation: on PostgreSQL a deadline installs
-        # psycopg2's process-wide wait callback, which must not outlive this test.
+        # As the lifecycle does at the end of an invocation: on PostgreSQL a deadline arms
+        # the process-wide watchdog, which must not outlive this test.
         db.set_deadline(None)
         silent.close()
 

@@ -132,15 +132,10 @@ def test_every_invocation_answers_by_the_deadline(
 
 def test_a_lock_wait_ends_at_the_deadline(server: PrivateServer) -> None:
     """A row locked by another session (MariaDB would wait 50 s, PostgreSQL forever)."""
-    holder = server.connect(server.test_db)
+    holder = server.hold_row_lock("counter")
     db = database_from_env(server.env())
     try:
-        db.execute_sql("CREATE TABLE IF NOT EXISTS counter (id INT PRIMARY KEY, n INT)")
-        db.execute_sql("DELETE FROM counter")
-        db.execute_sql("INSERT INTO counter VALUES (1, 0)")
-        with holder.cursor() as cur:
-            cur.execute("BEGIN")
-            cur.execute("UPDATE counter SET n = n + 1 WHERE id = 1")  # holds the row lock
+        db.connect()  # warm: connected before the invocation, as in a warm container
 
         @database_lifecycle(db, logger=_Quiet())
         def handler(event: Any, context: Any) -> Any:
@@ -196,9 +191,9 @@ def test_without_a_lambda_context_nothing_is_bounded(server: PrivateServer) -> N
     if server.engine == "mysql":
         assert db.connection()._read_timeout is None  # PyMySQL's own default
     else:
-        from peewee_serverless import deadline
+        from peewee_serverless.watchdog import WATCHDOG
 
-        assert not deadline.pg_registered(db.connection())  # no bound on this connection
+        assert WATCHDOG.armed() == 0  # nothing watches this connection
     db.close()
 
 

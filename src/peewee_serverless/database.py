@@ -26,7 +26,6 @@ import logging
 import re
 import select
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from peewee import (
@@ -40,7 +39,7 @@ from peewee import (
 from peewee import __exception_wrapper__ as _driver_errors  # type: ignore[attr-defined]
 
 from .backoff import ConnectRetryMixin
-from .deadline import pg_bounded, pg_connecting, pg_deadline_box, pg_wait_for
+from .deadline import pg_bounded, pg_can_bound, pg_connecting, pg_wait_for
 from .errors import (
     ConnectionLimitReached,
     ConnectionLost,
@@ -54,6 +53,7 @@ from .errors import (
 from .governor import GovernorMixin, MySQLGovernor, PostgresGovernor
 from .options import ServerlessOptions
 from .stats import ConnectionEvents
+from .watchdog import WATCHDOG, Arm
 
 if TYPE_CHECKING:
     from .secrets import CredentialSource
@@ -673,6 +673,8 @@ class ServerlessDatabaseMixin:
             try:
                 return func(*args, **kwargs)
             except (DatabaseError, InterfaceError) as exc:
+                if deadline is not None and self._past_deadline():
+                    raise  # cut at the deadline (PostgreSQL's watchdog): never retried
                 return self._statement_failed(exc, func, args, kwargs, retry_safe)
         except (DeadlineExceeded, ConnectionLost, DatabaseError, InterfaceError) as exc:
             # Under a deadline, a wait cut by our own timeout (not by the server) is the
@@ -901,52 +903,45 @@ class ServerlessPostgresqlDatabase(
         fatal = any(n.startswith(("FATAL", "PANIC")) for n in notices[seen:] or notices[-1:])
         return not fatal and not conn.closed and conn.info.status == _PQ_CONNECTION_OK
 
-    _pg_bounded = False
-
     def _ping(self, conn: Any) -> bool:
-        # A SELECT 1, bounded by the deadline through the wait callback (see .deadline).
+        # A SELECT 1, bounded by the deadline through the watchdog (see .watchdog).
         return not self._adapter.is_connection_closed(conn)
 
-    #: This database's deadline as :func:`.deadline.pg_wait` reads it for each of its
-    #: connections (registered once per connection, then written per invocation: see
-    #: :func:`.deadline.pg_deadline_box`), and a weak reference to the last one registered.
-    _pg_box: list[float | None] | None = None
-    _pg_boxed: Any = None
+    #: This database's place in the process's :data:`.watchdog.WATCHDOG` (made at its first
+    #: connect): armed with the deadline per invocation, holding the connection last opened.
+    _arm: Arm | None = None
 
     def _deadline_set(self, deadline: float | None) -> None:
-        # Twice per invocation: no imports, no weak references made unless the connection is new.
+        # Twice per invocation: one arm, one disarm (no wait callback: psycopg2 stays blocking).
+        arm = self._arm
+        if arm is None:
+            return  # never connected: the connect arms it
         if deadline is not None:
-            if not self._pg_bounded:
-                self._pg_bounded = pg_bounded(True)
-        elif self._pg_bounded:
-            self._pg_bounded = pg_bounded(False)
-        box = self._pg_box
-        conn = self._state.conn
-        if conn is not None and (box is None or self._pg_boxed() is not conn):
-            if deadline is None:
-                return  # never bounded: nothing to lift
-            box = self._bound_by_box(conn)
-        if box is not None:
-            box[0] = deadline
-
-    def _bound_by_box(self, conn: Any) -> list[float | None]:
-        box = self._pg_box
-        if box is None:
-            box = self._pg_box = [None]
-        pg_deadline_box(conn, box)
-        self._pg_boxed = weakref.ref(conn)
-        return box
+            arm.arm(deadline)
+        elif arm.disarm() and not self.is_closed():
+            self.discard_connection()  # its socket was shut down at the deadline
 
     def _driver_connect(self) -> Any:
+        # The connect is bounded by psycopg2's wait callback, installed for the connect only
+        # (its statements then wait in blocking mode under the watchdog).
         deadline = self._deadline
         if deadline is None:
-            return super()._driver_connect()
-        pg_connecting(deadline)
-        try:
             conn = super()._driver_connect()
-        finally:
-            pg_connecting(None)
-        self._bound_by_box(conn)[0] = deadline
+        else:
+            bounded = pg_bounded(True)
+            pg_connecting(deadline)
+            try:
+                conn = super()._driver_connect()
+            finally:
+                pg_connecting(None)
+                if bounded:
+                    pg_bounded(False)
+        arm = self._arm
+        if arm is None:
+            arm = self._arm = WATCHDOG.watch()
+        arm.attach(conn)
+        if deadline is not None:
+            arm.arm(deadline)  # a connection opened during an invocation
         return conn
 
     def _session_of(self, conn: Any) -> int | None:
@@ -979,11 +974,12 @@ class ServerlessPostgresqlDatabase(
     def connect_timeout_within(self, remaining: float, configured: float) -> float:
         """The connect timeout for an attempt with ``remaining`` seconds left.
 
-        With the wait callback installed the deadline ends the attempt anyway: libpq keeps the
-        configured value. Without it (the application installed its own callback) libpq's
-        whole seconds (at least 2) are rounded down, and an attempt that cannot fit is not made.
+        With our wait callback (installed for the connect) the deadline ends the attempt anyway:
+        libpq keeps the configured value. Where it cannot be installed (the application installed
+        its own callback) libpq's whole seconds (at least 2) are rounded down, and an attempt
+        that cannot fit is not made.
         """
-        if self._pg_bounded:
+        if pg_can_bound():
             return configured
         whole = min(int(configured), int(remaining))
         if whole < 2:

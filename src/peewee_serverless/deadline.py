@@ -12,14 +12,17 @@ How each driver is bounded (the hooks live on the database classes in :mod:`.dat
 * **PyMySQL**: its socket timeouts (``read_timeout`` and ``write_timeout``, applied by PyMySQL
   on each read and write), which our connection class ends by the deadline at each wait
   (``tls.pymysql_connect``): the handshake, every statement, COMMIT and the ping alike.
-* **psycopg2** has no socket timeout: libpq waits in its own ``poll()``. psycopg2's documented
-  hook for that is a *wait callback* (``psycopg2.extensions.set_wait_callback``; psycogreen uses
-  it for gevent): libpq then runs non-blocking and :func:`pg_wait` does the waiting, with
-  ``select`` bounded by the deadline. It is installed only while an invocation with a deadline
-  runs (and never over a callback the application installed itself), so scripts and tests keep
-  psycopg2's plain blocking mode and its speed. No session state is set (``DB_MODE=proxy``
-  safe). Running out closes the connection (psycopg2 cannot resume an interrupted exchange);
-  the server ends the abandoned statement when it next writes to the socket.
+* **psycopg2** has no socket timeout: libpq waits in its own ``poll()``. Statements (and the
+  ping, lock waits, COMMIT) run in psycopg2's plain blocking mode under the process's
+  watchdog thread (:mod:`.watchdog`): the database arms it with the connection and the
+  deadline per invocation, and when the deadline passes it shuts the connection's socket down,
+  so the wait returns at once. A *connect* is bounded by psycopg2's documented hook, a *wait
+  callback* (``psycopg2.extensions.set_wait_callback``; psycogreen uses it for gevent),
+  installed for the connect only: libpq then runs non-blocking and :func:`pg_wait` does the
+  waiting, with ``select`` bounded by the deadline (never over a callback the application
+  installed itself). No session state is set (``DB_MODE=proxy`` safe). A cut connection is
+  closed (psycopg2 cannot resume an interrupted exchange) and the cut statement cancelled on
+  the server from a second connection (see ``_out_of_time`` in :mod:`.database`).
 
 Running out raises :class:`~peewee_serverless.errors.DeadlineExceeded` (a 503 with
 ``Retry-After`` in the HTTP layer) and the cut connection is discarded.
@@ -41,7 +44,7 @@ __all__ = [
     "DEADLINE_MARGIN_SECONDS",
     "deadline_from_context",
     "pg_deadline_box",
-    "pg_registered",
+    "pg_can_bound",
     "pg_wait",
     "pg_wait_for",
 ]
@@ -208,10 +211,11 @@ def pg_deadline_box(conn: Any, box: list[float | None]) -> None:
     _BOUND[id(conn)] = _Bound(conn, box)
 
 
-def pg_registered(conn: Any) -> bool:
-    """Whether ``conn``'s waits are bounded by a registered deadline box."""
-    bound = _BOUND.get(id(conn))
-    return bound is not None and bound.ref() is conn
+def pg_can_bound() -> bool:
+    """Whether :func:`pg_bounded` can install :func:`pg_wait` (no callback of the application's)."""
+    ext = _ext if _ext is not None else _psycopg2_extensions()
+    current = ext.get_wait_callback()
+    return current is None or current is pg_wait
 
 
 def pg_connecting(deadline: float | None) -> None:
