@@ -831,13 +831,10 @@ KNOBS = [
     "bursts); MariaDB's refusals are cheap (threads, not processes) and its lease cut "
     "sessions to 282-308. A connection pooler in front (PgBouncer, RDS Proxy: "
     "`DB_MODE=proxy`) queues the waiters server-side instead and is the answer for "
-    "sustained 20x. *1x latency* (goal 1.1x, not met, by a few per cent): in-process, "
-    "same work, 500 warm invocations each at load ~3, peewee-serverless takes 1.12x "
-    "(MariaDB) / 1.13x (PostgreSQL) plain Peewee's time; the governor's share is "
-    "~0.01-0.02x (`DB_MODE=proxy`, which skips it: 1.10x / 1.13x); the rest is the "
-    "database hot path's per-statement work (on MariaDB mostly the deadline bound: 1.03x "
-    "without a Lambda context; on PostgreSQL 1.12x with or without; issue 15 item 5). The "
-    "1x rows above are 100 invocations each on a loaded machine, where the ratio varies "
+    "sustained 20x. *1x latency* (goal 1.1x): the section *1x: the burst's work without "
+    "contention* (`python -m bench.onex`) measures it in one warm process per engine, same "
+    "work and handlers, thousands of invocations alternating with plain Peewee's. The 1x "
+    "rows above are 100 invocations each on a loaded machine, where the ratio varies "
     "0.9-1.6x from run to run.",
 ]
 

@@ -100,6 +100,29 @@ def test_a_run_of_some_scenarios_keeps_the_others_sections_and_targets(tmp_path:
     assert not (tmp_path / "benchmarks.png").exists()  # a partial run draws no plot
 
 
+def test_the_1x_comparison_writes_its_section_and_verdicts(tmp_path: Path) -> None:
+    engines = [e for e in GENERAL_BACKENDS if e in ("mariadb", "postgres")]
+    if not engines:
+        pytest.skip("bench.onex compares server engines; none is under test")
+    output = tmp_path / "benchmarks.md"
+    output.write_text("# Benchmarks\n\n<!-- burst:start -->\nkept\n<!-- burst:end -->\n")
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "bench.onex", "--invocations", "20", "--engines",
+            ",".join(engines), "--database", f"{TEST_DB}_bench", "--output", str(output),
+        ],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = output.read_text()
+    assert "<!-- burst:start -->\nkept\n<!-- burst:end -->" in text
+    section = text[text.index("<!-- onex:start -->") : text.index("<!-- onex:end -->")]
+    (table,) = _tables(section)
+    assert len(table) == 2 + 2 * len(engines)
+    assert all(row.rstrip("|").rstrip().endswith("| 0") for row in table[2:])  # every one a 201
+    assert section.count(": met") + section.count(": **NOT met**") == len(engines)
+
+
 # -- the burst report's floors (pure: outcomes made up, no servers) -------------------------------
 def _outcome(wall_s: float, work_s: float | None, *, no_limit: bool = False) -> Any:
     from bench.burst import BurstOutcome
