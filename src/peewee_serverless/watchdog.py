@@ -21,12 +21,13 @@ on an unreachable server could not be ended; the database's cancel path is bound
 Why it cannot hit the wrong thing:
 
 * everything the thread does happens under the lock that arming and disarming take, with the
-  arm as it is *then*: once :meth:`Watchdog.disarm` returns, nothing more happens to that
+  arm as it is *then*: once :meth:`Arm.disarm` returns, nothing more happens to that
   connection; a thread thawed after a Lambda freeze (or woken late) looks at the current arm
   only, whose deadline a new invocation computed from its own context;
 * a descriptor number can be reused once its socket is closed: the socket's identity (its
-  inode) is read when the connection is armed, and the thread shuts a duplicate down only if
-  the duplicate is that same socket (the duplicate keeps it from being reused meanwhile);
+  inode) is read when the connection is attached (at connect), and the thread shuts a
+  duplicate down only if it is that same socket (the duplicate keeps it from being reused
+  meanwhile);
 * an arm whose socket was cut says so at :meth:`Arm.disarm` (True): the owner drops the
   connection.
 
