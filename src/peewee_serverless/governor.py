@@ -132,9 +132,6 @@ class GovernorMixin:
     _usage: Usage | None = None
     #: ``time.monotonic()`` from which ``_usage`` is read again (see ``_current_usage``).
     _usage_due: float = 0.0
-    #: Until this ``time.monotonic()`` the last reading (below the threshold) stands: the usual
-    #: invocation has nothing to govern (see ``govern``); 0.0 when there is no such reading.
-    _quiet_until: float = 0.0
     _reap_supported: bool = True
     #: The server's refused-connect counter read with the last usage (``None``: not counted).
     _refused_counter: int | None = None
@@ -201,8 +198,6 @@ class GovernorMixin:
                 # waits, and two statements per invocation made it 5x slower than plain Peewee.
                 every = min(self.busy_check_seconds, every)
             self._usage_due = usage.checked_at + every
-            below = usage.ratio <= opts.usage_threshold
-            self._quiet_until = self._usage_due if below else 0.0
         return usage
 
     def queued_recently(self, now: float | None = None) -> bool:
@@ -216,8 +211,7 @@ class GovernorMixin:
     def others_waiting(self, usage: Usage) -> bool:
         """Whether there is evidence that other containers wait for a slot (module docstring)."""
         now = time.monotonic()
-        # (``refused_at`` tested first: the method is not called on the usual warm path.)
-        if getattr(self, "refused_at", None) is not None and self.queued_recently(now):
+        if self.queued_recently(now):
             return True
         if usage.refused is not None:
             before = self._refused_before
@@ -237,7 +231,6 @@ class GovernorMixin:
         """Close our own connection rather than keep a slot the server is short of."""
         self.close()
         self._usage = None  # our own slot is free now: read usage afresh next time
-        self._quiet_until = 0.0
         self.events.yielded += 1
 
     # -- end of invocation ---------------------------------------------------------------------
@@ -254,16 +247,22 @@ class GovernorMixin:
 
     def govern(self) -> None:
         """Check usage and reap zombies or yield our connection (no-op behind a proxy)."""
-        # The usual warm invocation, decided from plain attributes and one clock read: usage
-        # was read a moment ago and was below the threshold (``_quiet_until``), this
-        # invocation neither connected nor retried, and no connect of ours was refused within
-        # the pressure window. Every check below would end in doing nothing.
+        # The usual warm invocation, decided before anything else: usage was read a moment ago
+        # (still cached) and was below the threshold, this invocation neither connected nor
+        # retried, and no connect of ours was refused within the pressure window. Every check
+        # below would end in doing nothing.
         events = self.events
-        if not (events.connects or events.retries) and self._held_since is not None:
+        usage = self._usage
+        if (
+            usage is not None
+            and not (events.connects or events.retries)
+            and self._held_since is not None
+        ):
             now = time.monotonic()
-            refused_at = getattr(self, "refused_at", None)
-            if now < self._quiet_until and (
-                refused_at is None or now - refused_at > self.pressure_window_seconds
+            if (
+                now < self._usage_due
+                and usage.ratio <= self.options.usage_threshold
+                and not self.queued_recently(now)
             ):
                 return
         opts = self.options
@@ -278,8 +277,7 @@ class GovernorMixin:
         now = time.monotonic()
         if self.events.connects or self._held_since is None:
             self._held_since = now
-        # (``refused_at`` tested first: the method is not called on the usual warm path.)
-        if getattr(self, "refused_at", None) is not None and self.queued_recently(now):
+        if self.queued_recently(now):
             # This container queued for its slot moments ago: the server is full and others
             # queue as it did. No usage read is needed to know that (two statements fewer
             # while holding a slot others wait for); reap if due, else hand the slot over.
@@ -311,7 +309,6 @@ class GovernorMixin:
         if reaped:
             self.events.reaped += reaped
             self._usage = None
-            self._quiet_until = 0.0
             emit_event(self, "reap", reaped=reaped, **fields)
             return
         if usage is not None and not self.others_waiting(usage):

@@ -8,7 +8,7 @@ reap, yield) as it happens, to the log and to ``db.event_hooks`` callables (metr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["ConnectionEvents", "emit_event"]
@@ -38,10 +38,7 @@ class ConnectionEvents:
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict (for structured logs)."""
-        return {name: getattr(self, name) for name in _EVENT_DEFAULTS}
-
-
-_EVENT_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ConnectionEvents)}
+        return asdict(self)
 
 
 def emit_event(db: Any, name: str, **fields: Any) -> None:
