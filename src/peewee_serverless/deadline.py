@@ -43,7 +43,6 @@ from .errors import DeadlineExceeded
 __all__ = [
     "DEADLINE_MARGIN_SECONDS",
     "deadline_from_context",
-    "pg_deadline_box",
     "pg_can_bound",
     "pg_wait",
     "pg_wait_for",
@@ -74,15 +73,14 @@ _POLL_OK, _POLL_READ, _POLL_WRITE = 0, 1, 2
 class _Bound:
     """What :func:`pg_wait` needs for one registered connection, found by ``id(conn)``.
 
-    ``box`` is a one-item list holding the deadline (``time.monotonic()``) of the invocation
-    using the connection, or None: its owner registers it once and then only writes into it per
-    invocation. ``poller`` watches the socket for reading (the wait of nearly every statement):
-    registered once, one ``poll`` system call per wait instead of ``select``'s fd sets.
+    ``deadline`` is the ``time.monotonic()`` by which each of its waits must end. ``poller``
+    watches the socket for reading (the wait of nearly every statement): registered once, one
+    ``poll`` system call per wait instead of ``select``'s fd sets.
     """
 
-    __slots__ = ("box", "fd", "poller", "ref")
+    __slots__ = ("deadline", "fd", "poller", "ref")
 
-    def __init__(self, conn: Any, box: list[float | None]) -> None:
+    def __init__(self, conn: Any, deadline: float) -> None:
         key = id(conn)
 
         def forget(ref: Any) -> None:  # the connection was collected: drop its entry
@@ -90,7 +88,7 @@ class _Bound:
                 del _BOUND[key]
 
         self.ref: Callable[[], Any] = weakref.ref(conn, forget)
-        self.box = box
+        self.deadline = deadline
         self.poller = select.poll()
         try:
             self.fd = conn.fileno()
@@ -116,13 +114,14 @@ _ext: Any = None
 def pg_wait(conn: Any) -> None:
     """psycopg2 wait callback: ``psycopg2.extras.wait_select`` with the deadline as its bound.
 
-    Runs for every statement while installed: the usual case (a registered connection, a read
-    wait) is one ``poll`` per wait and no allocation.
+    Installed for a connect and for the connection that cancels a cut statement (statements
+    of the database's own connection wait in blocking mode under :mod:`.watchdog`); a
+    connection registered by :func:`pg_wait_for` waits with one ``poll`` per read wait.
     """
     bound = _BOUND.get(id(conn))
     if bound is None or bound.ref() is not conn:
         return _wait_connecting(conn, getattr(_connecting, "deadline", None))
-    box = bound.box
+    deadline = bound.deadline
     poll = conn.poll
     while True:
         try:
@@ -132,19 +131,12 @@ def pg_wait(conn: Any) -> None:
             continue
         if state == _POLL_OK:
             return
-        deadline = box[0]
-        if deadline is None:
-            timeout = None
-        else:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise DeadlineExceeded("the invocation's time ran out waiting for PostgreSQL")
         if state == _POLL_READ and bound.fd == conn.fileno():
             # poll() takes whole milliseconds and rounds up: round down instead (never past
             # the deadline); the last millisecond goes to select(), which takes microseconds.
-            if timeout is None:
-                bound.poller.poll()
-                continue
             millis = int(timeout * 1000)
             if millis > 0:
                 bound.poller.poll(millis)
@@ -199,16 +191,7 @@ def pg_wait_for(conn: Any, deadline: float | None) -> None:
     if deadline is None:
         _BOUND.pop(id(conn), None)
     else:
-        pg_deadline_box(conn, [deadline])
-
-
-def pg_deadline_box(conn: Any, box: list[float | None]) -> None:
-    """Bound ``conn``'s waits by whatever deadline ``box[0]`` holds at the time (None: none).
-
-    For a connection used by many invocations: the owner registers the box once and writes
-    each invocation's deadline into it.
-    """
-    _BOUND[id(conn)] = _Bound(conn, box)
+        _BOUND[id(conn)] = _Bound(conn, deadline)
 
 
 def pg_can_bound() -> bool:
