@@ -275,9 +275,6 @@ class ServerlessDatabaseMixin:
         """The driver's socket (file descriptor) for the zero-timeout check; None: no socket."""
         return None
 
-    def _bound_waits(self, conn: Any, seconds: float | None) -> None:
-        """Make the driver's next waits on ``conn`` end within ``seconds`` (None: unbounded)."""
-
     def _deadline_set(self, deadline: float | None) -> None:
         """An invocation with ``deadline`` starts (None: it ended); backends prepare for it."""
 
@@ -319,9 +316,6 @@ class ServerlessDatabaseMixin:
         self._state.broken = False
         self._watch(conn)
         self._session = self._session_of(conn)
-        if self._deadline is not None:
-            # A connect made by a statement: that statement's waits are bounded too.
-            self._bound_waits(conn, self.time_left())
         return conn
 
     # -- the reaper and the connection's owner never fight ----------------------------------
@@ -576,7 +570,6 @@ class ServerlessDatabaseMixin:
                 # No time to send it: dropping the connection rolls back on the server.
                 self._state.broken = True
                 return
-            self._bound_waits(self._state.conn, left)
         try:
             super().rollback(*args, **kwargs)  # type: ignore[misc]
         except DeadlineExceeded:
@@ -612,7 +605,6 @@ class ServerlessDatabaseMixin:
             left = self.time_left()
             if left is not None and left <= 0:
                 raise self._out_of_time()
-            self._bound_waits(self._state.conn, left)
         try:
             super().commit(*args, **kwargs)  # type: ignore[misc]
         except DeadlineExceeded as exc:
@@ -820,14 +812,11 @@ class ServerlessMySQLDatabase(
             conn._read_timeout = saved
         return True
 
-    def _bound_waits(self, conn: Any, seconds: float | None) -> None:
-        # Our PyMySQL connection ends every socket wait by its ``deadline`` (tls.py), whatever
-        # the configured read / write timeouts; None gives them back alone.
-        conn.deadline = None if seconds is None else time.monotonic() + max(seconds, 0.001)
-
     def _deadline_set(self, deadline: float | None) -> None:
-        # The warm connection is bounded for the whole invocation (a connection opened during
-        # it gets the deadline at its connect): nothing to do per statement.
+        # Our PyMySQL connection ends every socket wait by its ``deadline`` (tls.py), whatever
+        # the configured read / write timeouts. The warm connection gets it here for the whole
+        # invocation, a connection opened during it at its connect (``_driver_connect``):
+        # nothing to do per statement, commit or rollback; None gives the timeouts back alone.
         conn = self._state.conn
         if conn is not None:
             conn.deadline = deadline
