@@ -186,3 +186,49 @@ def test_sampler_sees_connections(server: PrivateServer) -> None:
             db.close()
     finally:
         drop_account(server, account.name)
+
+
+def _account_connection(server: PrivateServer, account: Any) -> Any:
+    """A plain driver connection as ``account`` (no retry: a refusal raises)."""
+    if server.engine == "mysql":
+        import pymysql
+
+        return pymysql.connect(
+            host=server.host,
+            port=server.port,
+            user=account.name,
+            password=account.password,
+            database=server.test_db,
+        )
+    import psycopg2
+
+    return psycopg2.connect(
+        host=server.host,
+        port=server.port,
+        user=account.name,
+        password=account.password,
+        dbname=server.test_db,
+    )
+
+
+def test_the_sampler_counts_admitted_sessions_only(server: PrivateServer) -> None:
+    """Refused attempts against a full limit are not counted as the account's sessions.
+
+    MariaDB lists an attempt it is turning away under the account's user for a moment; a
+    sampler that counted it saw 11 sessions on 10 slots (a CI failure of the plain Peewee
+    burst above).
+    """
+    account = create_limited_account(server, LIMIT if server.engine == "postgres" else 0)
+    held: list[Any] = []
+    try:
+        with ConnectionSampler(server, account.name, interval=0.0) as sampler:
+            held.extend(_account_connection(server, account) for _ in range(LIMIT))
+            for _ in range(200):
+                with pytest.raises(Exception, match=r"(?i)too many connections"):
+                    _account_connection(server, account)
+        assert sampler.samples > 0
+        assert sampler.peak == LIMIT
+    finally:
+        for conn in held:
+            conn.close()
+        drop_account(server, account.name)
