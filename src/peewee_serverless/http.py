@@ -37,7 +37,7 @@ import binascii
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import peewee
 
@@ -64,10 +64,14 @@ with needs_extra("peewee_serverless.http", "api", "aws_lambda_powertools", "pyda
 
 from .errors import DatabaseUnavailable, ErrorKind, PeeweeServerlessError, classify
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "ApiGatewayResolver",
     "ErrorBody",
+    "ErrorOptions",
     "HTTPError",
     "error_response",
     "error_responses",
@@ -125,44 +129,47 @@ def error_responses(*statuses: int) -> dict[int, Any]:
     return responses
 
 
+class ErrorOptions(TypedDict, total=False):
+    """The optional keywords of :class:`HTTPError` and :func:`error_response`."""
+
+    #: The body's ``details``: what is wrong with which field.
+    details: Sequence[Mapping[str, Any]] | None
+    #: Extra response headers (``Retry-After``, ``Allow``...).
+    headers: Mapping[str, str] | None
+
+
 class HTTPError(PeeweeServerlessError):
     """Raise from a route to answer with ``status`` and the standard JSON error body."""
 
     def __init__(
-        self,
-        status: int,
-        error: str,
-        message: str,
-        *,
-        details: Sequence[Mapping[str, Any]] | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, status: int, error: str, message: str, **options: Unpack[ErrorOptions]
     ) -> None:
         self.status = status
         self.error = error
         self.message = message
+        details = options.get("details")
         self.details = list(details) if details else None
-        self.headers = dict(headers or {})
+        self.headers = dict(options.get("headers") or {})
         super().__init__(message)
+
+    def as_response(self) -> Response:
+        """This error as the one JSON error shape, a Powertools ``Response``."""
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return Response(
+            status_code=self.status,
+            content_type="application/json",
+            body=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+            headers=dict(self.headers),
+        )
 
 
 def error_response(
-    status: int,
-    error: str,
-    message: str,
-    *,
-    details: Sequence[Mapping[str, Any]] | None = None,
-    headers: Mapping[str, str] | None = None,
+    status: int, error: str, message: str, **options: Unpack[ErrorOptions]
 ) -> Response:
     """The one JSON error shape as a Powertools ``Response``."""
-    body: dict[str, Any] = {"error": error, "message": message}
-    if details:
-        body["details"] = list(details)
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        headers=dict(headers or {}),
-    )
+    return HTTPError(status, error, message, **options).as_response()
 
 
 def _field_name(loc: Sequence[Any]) -> str:
@@ -191,9 +198,7 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(HTTPError)
     def _http_error(exc: HTTPError) -> Response:
-        return error_response(
-            exc.status, exc.error, exc.message, details=exc.details, headers=exc.headers
-        )
+        return exc.as_response()
 
     @app.exception_handler(RequestValidationError)
     def _validation(exc: RequestValidationError) -> Response:
