@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -406,15 +407,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("function_dir", metavar="FUNCTION_DIR", help="the function folder")
     parser.add_argument(
-        "-o", "--output", default="dist/function.zip", help="zip to write (dist/function.zip)"
+        "-o",
+        "--output",
+        dest="output_zip",
+        default="dist/function.zip",
+        metavar="OUTPUT",
+        help="zip to write (dist/function.zip)",
     )
     parser.add_argument(
         "--arch",
-        choices=tuple(ARCHITECTURES),
+        dest="architecture",
+        choices=ARCHITECTURES,
         help="Lambda architecture (the template's Architectures, else x86_64)",
     )
     parser.add_argument(
         "--python",
+        dest="python_version",
+        metavar="PYTHON",
         help="Lambda Python version (the template's Runtime, else this one's)",
     )
     parser.add_argument(
@@ -445,11 +454,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", help="SAM template (./template.yaml)")
     parser.add_argument("--handler", help="handler to check (detected)")
     parser.add_argument(
-        "--no-check", action="store_true", help="skip the import check (cross-builds)"
+        "--no-check",
+        action="store_false",
+        dest="check",
+        help="skip the import check (cross-builds)",
     )
     parser.add_argument(
         "--no-compile",
-        action="store_true",
+        action="store_false",
+        dest="compile",
         help="ship no bytecode (smaller zip; each cold start compiles from source)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="list the skipped files")
@@ -468,25 +481,10 @@ def command(args: argparse.Namespace) -> int:
     """Run the ``package`` command: build, print the report. Exit 1 over Lambda limits."""
     from ..cli import CommandError
 
+    # Each option is stored under the name of the build_package parameter it sets.
+    parameters = inspect.signature(build_package).parameters
     try:
-        report = build_package(
-            args.function_dir,
-            args.output,
-            python_version=args.python,
-            architecture=args.arch,
-            engine=args.engine,
-            extras=args.extras,
-            requirements=args.requirements,
-            layout=args.layout,
-            template=args.template,
-            handler=args.handler,
-            check=not args.no_check,
-            cache_dir=args.cache_dir,
-            find_links=args.find_links,
-            no_index=args.no_index,
-            include_boto3=args.include_boto3,
-            compile=not args.no_compile,
-        )
+        report = build_package(**{k: v for k, v in vars(args).items() if k in parameters})
     except PackagingError as exc:
         raise CommandError(str(exc)) from None
     print(report.format(verbose=args.verbose))
