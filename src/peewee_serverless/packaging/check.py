@@ -83,6 +83,19 @@ print(json.dumps({"ok": True, "file": getattr(module, "__file__", None)}))
 _VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 
+def _run(
+    command: list[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` for up to ``timeout`` s, output as text; a failing exit is not an error."""
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def python_for(python_version: str) -> str | None:
     """An executable of Python ``python_version`` (major.minor) on this machine, or None.
 
@@ -98,13 +111,7 @@ def python_for(python_version: str) -> str | None:
         if found is None:
             continue
         try:
-            said = subprocess.run(
-                [found, "-I", "-c", _VERSION_PROBE],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            said = _run([found, "-I", "-c", _VERSION_PROBE], timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if said.returncode == 0 and said.stdout.strip() == python_version:
@@ -269,15 +276,12 @@ def check_zip(
         env["_HANDLER"] = handler
         driver = DRIVER_MODULES.get(engine or "", "")
         try:
-            done = subprocess.run(
+            done = _run(
                 [interpreter, "-I", "-S", "-c", _CHECK, str(task), str(runtime)]
                 + [module_name, attr, driver],
+                timeout=CHECK_TIMEOUT_SECONDS,
                 cwd=task,
                 env=env,
-                capture_output=True,
-                text=True,
-                timeout=CHECK_TIMEOUT_SECONDS,
-                check=False,
             )
         except subprocess.TimeoutExpired:
             raise PackagingError(
