@@ -437,6 +437,7 @@ class Connection:
         endpoint_url: str | None = None,
     ) -> None:
         self.resource_arn = resource_arn
+        self._region = region_of(resource_arn)
         self._secret_arn = secret_arn
         self.database = database
         self.schema = schema
@@ -466,7 +467,7 @@ class Connection:
         """The ``rds-data`` client (built on first use unless one was given)."""
         if self._client is None:
             self._client = make_client(
-                region_of(self.resource_arn), *self._timeouts, endpoint_url=self._endpoint_url
+                self._region, *self._timeouts, endpoint_url=self._endpoint_url
             )
         return self._client
 
@@ -508,7 +509,7 @@ class Connection:
         # A Data API endpoint accepts a connection in milliseconds: a quarter of the budget.
         connect = min(connect_timeout, budget / 4)
         return make_client(
-            region_of(self.resource_arn),
+            self._region,
             connect,
             min(read_timeout, budget - connect),
             endpoint_url=self._endpoint_url,
