@@ -166,11 +166,6 @@ class ConnectRetryMixin:
     retries_without_deadline: int = 10
     #: With a deadline and no count, the deadline ends the retrying; this only bounds the loop.
     retries_until_deadline: int = 1_000_000
-    #: Time kept back from the deadline for the work and the answer: this share of what is left
-    #: when connecting starts, within [min, max] seconds.
-    deadline_margin_share: float = 0.1
-    deadline_margin_min: float = 0.5
-    deadline_margin_max: float = 3.0
 
     def backoff_policy(self) -> Backoff:
         """The back-off policy from this database's options."""
@@ -185,6 +180,12 @@ class ConnectRetryMixin:
             retries=retries,
             jitter=opts.backoff_jitter,
         )
+
+    #: Time kept back from the deadline for the work and the answer: this share of what is left
+    #: when connecting starts, within [min, max] seconds.
+    deadline_margin_share: float = 0.1
+    deadline_margin_min: float = 0.5
+    deadline_margin_max: float = 3.0
 
     def deadline_margin(self, remaining: float) -> float:
         """Seconds of the ``remaining`` invocation time that retrying leaves for the rest."""
