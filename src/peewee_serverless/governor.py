@@ -332,12 +332,11 @@ class MySQLGovernor(GovernorMixin):
     hold_seconds = 0.25
 
     def _usage_candidates(self) -> list[tuple[int, int, str]] | None:
-        sql = (
+        max_conn, max_user, mine = self.execute_sql(
             "SELECT @@max_connections, @@max_user_connections, "
             "(SELECT COUNT(*) FROM information_schema.PROCESSLIST "
             " WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
-        )
-        max_conn, max_user, mine = self.execute_sql(sql).fetchone()
+        ).fetchone()
         status = dict(
             self.execute_sql(
                 "SHOW GLOBAL STATUS WHERE Variable_name IN "
