@@ -77,18 +77,44 @@ def test_without_a_deadline_or_with_time_enough_the_configured_timeouts() -> Non
     left=st.floats(min_value=0.0, max_value=200.0),
     connect=st.floats(min_value=0.01, max_value=30.0),
     read=st.floats(min_value=0.01, max_value=120.0),
+    min_budget=st.sampled_from(BUDGETS[:4]),
 )
 def test_a_call_never_waits_longer_than_the_time_left(
-    left: float, connect: float, read: float
+    left: float, connect: float, read: float, min_budget: float
 ) -> None:
-    client = DeadlineBoundClient("dynamodb", _never, connect_timeout=connect, read_timeout=read)
-    if left < min(BUDGETS) and left < connect + read:
+    client = DeadlineBoundClient(
+        "dynamodb", _never, connect_timeout=connect, read_timeout=read, min_budget=min_budget
+    )
+    if left < min_budget and left < connect + read:
         with pytest.raises(DeadlineExceeded):
             client.timeouts_for(left)
         return
     c, r = client.timeouts_for(left)
     assert 0 < c <= connect and 0 < r <= read
     assert c + r <= left + 1e-9  # float rounding of budget - connect + connect
+
+
+def test_a_minimum_budget_sends_nothing_with_less_left() -> None:
+    """The Data API driver's floor (1 s) on the one table: its steps, none below it."""
+    floor = DeadlineBoundClient(
+        "rds-data", _never, connect_timeout=5.0, read_timeout=60.0, min_budget=1.0
+    )
+    assert floor.timeouts_for(1.2) == (0.25, 0.75)
+    with pytest.raises(DeadlineExceeded):
+        floor.timeouts_for(0.9)
+    default = DeadlineBoundClient("rds-data", _never, connect_timeout=5.0, read_timeout=60.0)
+    assert default.timeouts_for(0.9) == (0.1875, 0.5625)
+
+
+def test_a_shared_client_takes_each_callers_time_left() -> None:
+    """One stand-in, callers with their own deadlines (the Data API driver's connections)."""
+    client = DeadlineBoundClient("dynamodb", _never, endpoint_url="http://127.0.0.1:9", **AWS)
+    short = client.client_now(lambda: 2.0)
+    assert (short.meta.config.connect_timeout, short.meta.config.read_timeout) == (0.5, 1.5)
+    configured = client.client_now()  # its own time left: no deadline
+    assert configured is not short and configured.meta.config.read_timeout == 5.0
+    with pytest.raises(DeadlineExceeded):
+        client.client_now(lambda: 0.1)
 
 
 def test_the_time_a_client_build_takes_is_not_counted_twice() -> None:

@@ -416,6 +416,36 @@ def test_no_call_outlives_the_invocation(
     assert handler({}, LambdaContext(timeout=30)) is not None
 
 
+def test_near_the_deadline_a_data_api_call_needs_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's clients are aws_deadline's, with a 1 s floor: 1.2 s left gets the 1 s step's
+    client, shared with another connection (a reconnect); 0.9 s (enough for a DynamoDB call)
+    sends nothing: SERVER_UNAVAILABLE, executed=False. A client given by the caller is used as
+    it is. The time left is set per connection: nothing here depends on the clock."""
+    from peewee_serverless.data_api import driver
+
+    arn = "arn:aws:rds:eu-west-1:123456789012:cluster:floor"
+    url = "http://127.0.0.1:9"  # nothing is sent
+    conns = [driver.connect(arn, "secret", connect_timeout=1.0, endpoint_url=url) for _ in "ab"]
+    left: list[float | None] = [1.2]
+    for conn in conns:
+        monkeypatch.setattr(conn, "_time_left", lambda: left[0])
+    short = conns[0]._client_for_deadline()
+    assert (short.meta.config.connect_timeout, short.meta.config.read_timeout) == (0.25, 0.75)
+    assert conns[1]._client_for_deadline() is short
+    left[0] = 0.9
+    with pytest.raises(driver.OperationalError) as caught:
+        conns[0].call("execute_statement", sql="SELECT 1")
+    assert caught.value.error_kind is ErrorKind.SERVER_UNAVAILABLE
+    assert caught.value.executed is False and conns[0].calls == 0
+    left[0] = None
+    configured = conns[0]._client_for_deadline().meta.config
+    assert (configured.connect_timeout, configured.read_timeout) == (1.0, 60.0)
+    given = object()
+    injected = driver.connect(arn, "secret", client=given)
+    monkeypatch.setattr(injected, "_time_left", lambda: 0.1)
+    assert injected._client_for_deadline() is given
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 CLUSTER = "arn:aws:rds:eu-west-1:123456789012:cluster:prod"

@@ -15,7 +15,9 @@ boto3 client and bounds every call by ``time_left()`` (typically the database's
   ``client.exceptions`` classes are the same for all) serve every deadline, and the usual call
   keeps the configured client and its warm connection pool. With less than the smallest step
   left, the call is not sent: :class:`~peewee_serverless.errors.DeadlineExceeded` (a 503 with
-  ``Retry-After`` in the HTTP layer), as the SQL path answers.
+  ``Retry-After`` in the HTTP layer), as the SQL path answers. ``min_budget`` raises that floor
+  for a service whose calls cannot usefully be cut shorter (the Data API driver's: 1 s, see
+  :mod:`peewee_serverless.data_api.driver`); the steps above it are the same table.
 * **Retries, per attempt**: botocore's own retries are off in every client's ``Config``; a
   ``needs-retry`` hook (botocore's documented event for this decision) is the retry policy
   instead: botocore's *standard* mode conditions and jittered back-off
@@ -36,6 +38,12 @@ the configured client, so it can be given wherever a boto3 client is expected (P
 deadline (``time_left()`` is None: scripts, tests, no Lambda context) every call goes to the
 configured client with standard-mode retries: nothing changes.
 
+One stand-in may serve callers whose deadlines differ: :meth:`DeadlineBoundClient.client_now`
+takes their ``time_left``. The Data API driver keeps one per (region, timeouts, endpoint) for the
+process, shared by its connections (a reconnect builds a new one), and takes the chosen client
+from it for each call with the connection's deadline, botocore's retries off
+(``max_attempts=1``: the driver's own back-off retries).
+
 Not bounded: a response that keeps trickling bytes (the read timeout applies to each socket
 read, as in botocore), and what a call does after its answer (parsing).
 """
@@ -54,7 +62,8 @@ __all__ = ["BUDGETS", "DeadlineBoundClient", "TimeLeft"]
 TimeLeft = Callable[[], "float | None"]
 
 #: Total wait (connect + read timeout, seconds) of the clients used near a deadline: a call gets
-#: the largest that fits in the time left; none below the first: the call is not sent.
+#: the largest that fits in the time left; none below the first (or below a client's
+#: ``min_budget``): the call is not sent.
 BUDGETS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 #: An AWS endpoint accepts a connection in milliseconds: a quarter of a short budget is ample.
@@ -107,8 +116,11 @@ class DeadlineBoundClient:
 
     ``connect_timeout`` / ``read_timeout`` are the configured client's (each attempt's, when
     there is time for them); ``max_attempts`` counts every attempt, the first included.
-    ``client_kwargs`` (``region_name``, ``endpoint_url``, ...) go to every client built. The
-    clients are built on first use: constructing this imports nothing and opens nothing.
+    ``min_budget`` is the smallest connect + read wait worth a call near the deadline (with less
+    left: :class:`~peewee_serverless.errors.DeadlineExceeded`); the default is the first step of
+    :data:`BUDGETS`. ``client_kwargs`` (``region_name``, ``endpoint_url``, ...) go to every
+    client built. The clients are built on first use: constructing this imports nothing and
+    opens nothing.
 
     Do not use it for calls that must wait longer than an invocation can (long polls, waiters
     of minutes): they fail fast near the deadline, which is the point.
@@ -122,6 +134,7 @@ class DeadlineBoundClient:
         connect_timeout: float = 1.0,
         read_timeout: float = 5.0,
         max_attempts: int = 3,
+        min_budget: float = BUDGETS[0],
         session: Any = None,
         **client_kwargs: Any,
     ) -> None:
@@ -131,6 +144,8 @@ class DeadlineBoundClient:
         self.time_left = time_left
         self.timeouts = (connect_timeout, read_timeout)
         self.max_attempts = max_attempts
+        #: The steps of :data:`BUDGETS` this client may use near the deadline, largest first.
+        self._budgets = tuple(b for b in reversed(BUDGETS) if b >= min_budget)
         self._session = session
         self._client_kwargs = client_kwargs
         #: (connect, read) timeouts -> client; the configured one first.
@@ -150,7 +165,7 @@ class DeadlineBoundClient:
         connect, read = self.timeouts
         if left is None or left >= connect + read:
             return self.timeouts
-        budget = next((b for b in reversed(BUDGETS) if b <= left), None)
+        budget = next((b for b in self._budgets if b <= left), None)
         if budget is None:
             raise DeadlineExceeded(
                 f"no time left before the invocation's deadline for a {self.service} call"
@@ -158,14 +173,18 @@ class DeadlineBoundClient:
         short_connect = min(connect, budget * _CONNECT_SHARE)
         return short_connect, min(read, budget - short_connect)
 
-    def client_now(self) -> Any:
+    def client_now(self, time_left: TimeLeft | None = None) -> Any:
         """The client for a call starting now (or DeadlineExceeded: no time for one).
 
-        Building a client takes milliseconds (tens on a cold start), taken from the time left:
-        after a build the choice is made again, until it falls on a client already built.
+        ``time_left`` is the caller's when it is not the one given at construction (a stand-in
+        shared by callers with different deadlines; its retries, if ``max_attempts`` allows
+        any, still stop by the one given at construction). Building a client takes
+        milliseconds (tens on a cold start), taken from the time left: after a build the choice
+        is made again, until it falls on a client already built.
         """
+        time_left = time_left or self.time_left
         while True:
-            timeouts = self.timeouts_for(self.time_left())
+            timeouts = self.timeouts_for(time_left())
             client = self._clients.get(timeouts)
             if client is not None:
                 return client

@@ -34,6 +34,17 @@ the invocation's deadline, is the only one. A connection's ``deadline`` (the dat
 from the Lambda context) bounds every call: near it, a client with shorter HTTP timeouts is used,
 and an answer that does not come in time is an unknown outcome (``CONNECTION_LOST``: a read is
 sent again on a fresh connection, a write is not). No ARN, secret or parameter value is logged.
+
+The clients are :class:`~peewee_serverless.aws_deadline.DeadlineBoundClient`'s: one stand-in
+per region, timeouts and endpoint for the process (:func:`make_client`), shared by every
+connection (a reconnect builds a new one), its budget steps those of that module's table. Two
+things differ from its defaults: ``max_attempts=1`` (the retries are the database layer's, see
+above), and a ``min_budget`` of one second (:data:`MIN_BUDGET`) where other services start at
+half a second: a statement cut by its read timeout is an unknown outcome (a write is not sent
+again), while a call not sent is a clean ``SERVER_UNAVAILABLE`` with ``executed=False``, so a
+statement is not sent with less time than it can usefully run in. With less left,
+:class:`~peewee_serverless.errors.DeadlineExceeded` becomes that ``OperationalError`` (the
+database layer answers 503 as for any unavailable server).
 """
 
 from __future__ import annotations
@@ -49,7 +60,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import ErrorKind
+from ..aws_deadline import DeadlineBoundClient
+from ..errors import DeadlineExceeded, ErrorKind
 from .placeholders import format_to_named
 
 __all__ = [
@@ -359,8 +371,16 @@ def from_field(field: Mapping[str, Any], type_name: str, engine: str) -> Any:
 
 # -- client ------------------------------------------------------------------------------------
 
-_clients: dict[tuple[Any, ...], Any] = {}
+#: (region, connect timeout, read timeout, endpoint) -> the process's stand-in for those.
+_clients: dict[tuple[Any, ...], DeadlineBoundClient] = {}
 _clients_lock = threading.Lock()
+
+#: No call starts with less than this (connect + read, seconds) before the deadline.
+MIN_BUDGET = 1.0
+
+
+def _no_deadline() -> None:
+    return None  # a stand-in's own time left: each call gives its connection's
 
 
 def region_of(arn: str) -> str | None:
@@ -374,41 +394,32 @@ def make_client(
     connect_timeout: float = 5.0,
     read_timeout: float = 60.0,
     endpoint_url: str | None = None,
-) -> Any:
-    """A shared boto3 ``rds-data`` client (one per region, timeouts and endpoint, built once).
+) -> DeadlineBoundClient:
+    """The process's ``rds-data`` stand-in for a region, timeouts and endpoint (see the module).
 
-    botocore's own retries are off: the caller retries, bounded by the invocation's deadline.
-    ``endpoint_url`` (``AWS_ENDPOINT_URL_RDS_DATA``) points it at a local endpoint.
+    Used as a boto3 client it calls with these timeouts, botocore's retries off (the caller
+    retries, bounded by the invocation's deadline); ``client_now(time_left)`` gives the client
+    for a call with a deadline. Its boto3 clients are built on first use, each once per process
+    (one per budget step in use). ``endpoint_url`` (``AWS_ENDPOINT_URL_RDS_DATA``) points it at
+    a local endpoint.
     """
     key = (region, connect_timeout, read_timeout, endpoint_url)
     client = _clients.get(key)
-    if client is not None:
-        return client
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"mode": "standard", "total_max_attempts": 1},
-            )
-            client = boto3.session.Session().client(
-                "rds-data", region_name=region, config=config, endpoint_url=endpoint_url
-            )
-            if len(_clients) >= _MAX_CLIENTS:
-                _clients.pop(next(iter(_clients)))  # the oldest short-deadline client
-            _clients[key] = client
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = DeadlineBoundClient(
+                    "rds-data",
+                    _no_deadline,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    max_attempts=1,
+                    min_budget=MIN_BUDGET,
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                )
     return client
-
-
-#: Clients kept: the configured ones plus one per step of :data:`_BUDGETS` in use.
-_MAX_CLIENTS = 24
-#: Total wait (connect + read, seconds) of the clients used near a deadline: a call gets the
-#: largest that fits in the time left (at least two thirds of it), none below one second.
-_BUDGETS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
 # -- connection and cursor ---------------------------------------------------------------------
@@ -464,7 +475,7 @@ class Connection:
 
     @property
     def client(self) -> Any:
-        """The ``rds-data`` client (built on first use unless one was given)."""
+        """The ``rds-data`` client given, or else the shared stand-in (see :func:`make_client`)."""
         if self._client is None:
             self._client = make_client(
                 self._region, *self._timeouts, endpoint_url=self._endpoint_url
@@ -486,34 +497,25 @@ class Connection:
             args["schema"] = self.schema
         return args
 
-    def _client_for_deadline(self) -> Any:
-        """The client whose connect + read timeouts end by :attr:`deadline`.
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
-        The configured client when its timeouts end in time anyway; else the client of the
-        largest step of :data:`_BUDGETS` that fits in the time left. Steps, not the exact time
-        left, so that a handful of clients (built once, cached) serve every deadline.
+    def _client_for_deadline(self) -> Any:
+        """The boto3 client whose connect + read timeouts end by :attr:`deadline`.
+
+        The configured client without a deadline or when its timeouts end in time anyway; else
+        the one of the largest budget step that fits (``DeadlineBoundClient.client_now``).
         """
-        if self.deadline is None or self._injected:
+        if self._injected:
             return self.client  # a client given by the caller keeps its own timeouts
-        remaining = self.deadline - time.monotonic()
-        connect_timeout, read_timeout = self._timeouts
-        if remaining >= connect_timeout + read_timeout:
-            return self.client
-        budget = next((b for b in reversed(_BUDGETS) if b <= remaining), None)
-        if budget is None:
+        try:
+            return self.client.client_now(self._time_left)
+        except DeadlineExceeded:
             raise OperationalError(
                 "no time left before the invocation's deadline for a Data API call",
                 kind=ErrorKind.SERVER_UNAVAILABLE,
                 executed=False,
-            )
-        # A Data API endpoint accepts a connection in milliseconds: a quarter of the budget.
-        connect = min(connect_timeout, budget / 4)
-        return make_client(
-            self._region,
-            connect,
-            min(read_timeout, budget - connect),
-            endpoint_url=self._endpoint_url,
-        )
+            ) from None
 
     def call(self, operation: str, **args: Any) -> Any:
         """One Data API call, AWS errors translated to this module's.
