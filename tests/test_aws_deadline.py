@@ -169,6 +169,41 @@ def test_calls_and_exceptions_work_on_every_client(moto_server: str) -> None:
         client.get_item(TableName=f"{table}-missing", Key={"pk": {"S": "a"}})
 
 
+class _SpySession(boto3.session.Session):
+    """A boto3 session recording the (connect, read) timeouts of every client it builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.built: list[tuple[float, float]] = []
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        config = kwargs["config"]
+        self.built.append((config.connect_timeout, config.read_timeout))
+        return super().client(*args, **kwargs)
+
+
+def test_a_call_builds_only_the_client_it_uses(moto_server: str) -> None:
+    """Telling an API method from other attributes builds no client: with no time for any call
+    none is built, near the deadline only the short client the call goes to (the configured one
+    would be a build, tens of ms on a cold start, taken from the little time left). Attributes
+    that are not calls (``exceptions``) are still the configured client's."""
+    session = _SpySession()
+    left = [0.1]
+    client = DeadlineBoundClient(
+        "dynamodb", lambda: left[0], session=session, endpoint_url=moto_server, **AWS
+    )
+    with pytest.raises(DeadlineExceeded):
+        client.list_tables()
+    assert session.built == []
+    left[0] = 2.0
+    assert "TableNames" in client.list_tables()
+    assert session.built == [(0.5, 1.5)]
+    assert "ListTables" in str(client.list_tables.__doc__)  # botocore's, from the client built
+    assert issubclass(client.exceptions.ResourceNotFoundException, Exception)
+    assert session.built == [(0.5, 1.5), (1.0, 5.0)]
+    assert client.meta.config.read_timeout == 5.0
+
+
 # -- a silent endpoint: retries and timeouts ------------------------------------------------
 def test_without_a_deadline_timeouts_are_retried_as_botocore_standard_mode(
     silent_endpoint: tuple[str, socket.socket],

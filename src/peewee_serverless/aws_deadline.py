@@ -33,7 +33,11 @@ Why a stand-in rather than a hook on one client: botocore applies a client's tim
 HTTP session, which no event can change for one request on every botocore version.
 
 A stand-in passes any other attribute (``meta``, ``exceptions``, ``get_waiter``, paginators) to
-the configured client, so it can be given wherever a boto3 client is expected (Powertools'
+the configured client (building it then, if it is not yet). Telling an API method from those
+builds nothing: the names come from any client already built, else from the service model in
+the session's botocore loader (which the first build then reads from its cache), so a call near
+the deadline builds only the short client it uses, and one with no time left builds none. A
+stand-in can be given wherever a boto3 client is expected (Powertools'
 ``DynamoDBPersistenceLayer(boto3_client=...)``, ``SecretsProvider(boto3_client=...)``). Without a
 deadline (``time_left()`` is None: scripts, tests, no Lambda context) every call goes to the
 configured client with standard-mode retries: nothing changes.
@@ -51,7 +55,7 @@ read, as in botocore), and what a call does after its answer (parsing).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from .errors import DeadlineExceeded
@@ -150,7 +154,9 @@ class DeadlineBoundClient:
         self._client_kwargs = client_kwargs
         #: (connect, read) timeouts -> client; the configured one first.
         self._clients: dict[tuple[float, float], Any] = {}
-        self._lock = threading.Lock()
+        #: The service's API method names (``get_item``...), once known.
+        self._api_names: Container[str] | None = None
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"DeadlineBoundClient({self.service!r}, timeouts={self.timeouts!r})"
@@ -200,20 +206,26 @@ class DeadlineBoundClient:
                 client = self._clients[timeouts] = self._build(*timeouts)
         return client
 
+    def _boto3_session(self) -> Any:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    import boto3
+
+                    # One session for every client: their exception classes are the same.
+                    self._session = boto3.session.Session()
+        return self._session
+
     def _build(self, connect: float, read: float) -> Any:
         from botocore.config import Config
 
-        if self._session is None:
-            import boto3
-
-            # One session for every client: their exception classes are the same objects.
-            self._session = boto3.session.Session()
+        session = self._boto3_session()
         config = Config(
             connect_timeout=connect,
             read_timeout=read,
             retries={"mode": "standard", "total_max_attempts": 1},  # ours: needs-retry below
         )
-        client = self._session.client(self.service, config=config, **self._client_kwargs)
+        client = session.client(self.service, config=config, **self._client_kwargs)
         name = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register(
             f"needs-retry.{name}",
@@ -223,18 +235,39 @@ class DeadlineBoundClient:
         return client
 
     # -- standing in for a boto3 client --------------------------------------------------------
+    def _find_api_names(self) -> Container[str]:
+        """The API method names, building no client for them (see the module)."""
+        built = next(iter(list(self._clients.values())), None)
+        if built is not None:  # every client of the service has the same methods
+            return built.meta.method_to_api_mapping
+        botocore_session = getattr(self._boto3_session(), "_session", None)
+        service_model = getattr(botocore_session, "get_service_model", None)
+        if service_model is None:  # a session of another kind: ask the configured client
+            return self._client(self.timeouts).meta.method_to_api_mapping
+        from botocore import xform_name
+
+        model = service_model(self.service, self._client_kwargs.get("api_version"))
+        # Names as botocore gives a client's methods (botocore.client.ClientCreator).
+        return frozenset(xform_name(operation) for operation in model.operation_names)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        configured = self._client(self.timeouts)
-        value = getattr(configured, name)
-        if name not in configured.meta.method_to_api_mapping:
-            return value  # meta, exceptions, waiters, paginators: the configured client's
+        if self._api_names is None:
+            self._api_names = self._find_api_names()
+        if name not in self._api_names:
+            # meta, exceptions, waiters, paginators: the configured client's
+            return getattr(self._client(self.timeouts), name)
 
         # An API call: the client is chosen when it is called, not when it is looked up.
         def call(*args: Any, **kwargs: Any) -> Any:
             return getattr(self.client_now(), name)(*args, **kwargs)
 
         call.__name__ = name
-        call.__doc__ = value.__doc__
+        built = next(iter(list(self._clients.values())), None)
+        call.__doc__ = (  # botocore's, when a client is there to give it
+            getattr(built, name).__doc__
+            if built is not None
+            else f"The {self.service} call {name}, on the client the time left allows."
+        )
         return call
