@@ -200,6 +200,36 @@ def child_environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return base
 
 
+def run_python(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    what: str = "child",
+    cwd: str | Path = ROOT,
+    timeout: float = 300,
+    capture_stdout: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (this interpreter) with exactly ``env``, in ``cwd``; the ended process.
+
+    Its stderr is captured and, when it exits non-zero, its tail is in the ``RuntimeError`` that
+    says ``what`` failed. Its stdout goes to ``/dev/null`` (where Powertools logs) unless
+    ``capture_stdout``.
+    """
+    proc = subprocess.run(
+        [sys.executable, *args],
+        env=dict(env),
+        cwd=str(cwd),
+        stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
 def run_child(
     module: str, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 600
 ) -> Any:
@@ -208,22 +238,13 @@ def run_child(
     The child's stdout (where Powertools logs) goes to ``/dev/null``; its stderr is shown when
     it fails.
     """
+    what = f"{module} {' '.join(args)}"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result = Path(tmp) / "result.json"
-        proc = subprocess.run(
-            [sys.executable, "-m", module, "--child", *args, "--result", str(result)],
-            env=child_environ(env),
-            cwd=str(ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0 or not result.exists():
-            raise RuntimeError(
-                f"{module} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
+        command = ["-m", module, "--child", *args, "--result", str(result)]
+        proc = run_python(command, child_environ(env), what=what, timeout=timeout)
+        if not result.exists():
+            raise RuntimeError(f"{what} wrote no result:\n{proc.stderr[-4000:]}")
         return json.loads(result.read_text())
 
 
