@@ -16,10 +16,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -246,6 +246,14 @@ def run_child(
         if not result.exists():
             raise RuntimeError(f"{what} wrote no result:\n{proc.stderr[-4000:]}")
         return json.loads(result.read_text())
+
+
+def scenario_main(child: Callable[[Sequence[str]], int]) -> NoReturn:
+    """A scenario module's ``__main__``: ``--child ARGS`` is :func:`run_child` starting
+    ``child(ARGS)``; anything else is told to run the benchmarks through ``bench.run``."""
+    if sys.argv[1:2] == ["--child"]:
+        raise SystemExit(child(sys.argv[2:]))
+    raise SystemExit("run the benchmarks with: python -m bench.run")
 
 
 def write_result(path: str, data: Any) -> None:
