@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -357,6 +358,33 @@ def write_marked_section(path: Path, section: str, start: str, end: str) -> None
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def publish(section: str, output: str | Path, start: str, end: str, *, write: bool = True) -> int:
+    """A stand-alone script's last step: ``section`` (from ``start`` to ``end``) into ``output``
+    in place of its old one (unless not ``write``) and printed; the exit status, 0."""
+    if write:
+        write_marked_section(Path(output), section, start, end)
+    print(section)
+    return 0
+
+
+def command_line(
+    script: str, argv: Sequence[str] | None, output: str | Path, drop: Sequence[str] = ()
+) -> str:
+    """``python SCRIPT ARGS`` as a reader would type it, for a report: without ``--output`` when
+    it names the default ``docs/benchmarks.md``, nor ``--no-write`` (where the table went is not
+    how it was measured), nor the options in ``drop`` with their values."""
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if Path(output) == ROOT / "docs" / "benchmarks.md":
+        drop = ("--output", *drop)
+    for option in drop:
+        if option in shown:
+            i = shown.index(option)
+            del shown[i : i + 2]
+    if "--no-write" in shown:
+        shown.remove("--no-write")
+    return f"python {script} {shlex.join(shown)}".strip()
 
 
 @dataclass

@@ -33,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, fmt_ms, run_python, table, write_marked_section
+from bench.common import ROOT, fmt_ms, publish, run_python, table
 
 MARK_START = "<!-- zipcold:start -->"
 MARK_END = "<!-- zipcold:end -->"
@@ -217,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    section = render(measure(args.runs))
-    write_marked_section(Path(args.output), section, MARK_START, MARK_END)
-    print(section)
-    return 0
+    return publish(render(measure(args.runs)), args.output, MARK_START, MARK_END)
 
 
 if __name__ == "__main__":
