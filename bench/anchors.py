@@ -36,7 +36,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peewee_serverless.local.containers import InvocationResult, SimulationReport
+from peewee_serverless.local.containers import (
+    InvocationResult,
+    SimulationReport,
+    drive_containers,
+)
 
 __all__ = ["ANCHORS", "NODE_DIR", "ensure_installed", "node_available", "run_node_containers"]
 
@@ -179,16 +183,7 @@ def run_node_containers(
             if proc is not None:
                 stop(proc)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=drive, args=(i,), daemon=True) for i in range(containers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report.wall_seconds = time.perf_counter() - started
-    if problems:
-        raise RuntimeError(f"node simulation failed: {problems[0]} ({len(problems)} problems)")
-    return report
+    return drive_containers(drive, report, problems, "node simulation")
 
 
 def describe(env: Mapping[str, Any] | None = None) -> str:

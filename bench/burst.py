@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import threading
 import time
@@ -1038,15 +1037,11 @@ def main(argv: list[str] | None = None) -> int:
                             f"work floor {floor and round(floor, 2)} s load {_load()}",
                             flush=True,
                         )
-    # The command as a reader would type it: the default output path is left out.
-    shown = list(argv if argv is not None else sys.argv[1:])
-    if "--output" in shown and Path(args.output) == ROOT / "docs" / "benchmarks.md":
-        i = shown.index("--output")
-        del shown[i : i + 2]
-    if "--no-write" in shown:  # where the table went is not how it was measured
-        shown.remove("--no-write")
-    command = "python bench/burst.py " + shlex.join(shown)
     from bench.anchors import describe
+    from bench.common import command_line
+
+    # Where the table and the raw figures went is not how they were measured.
+    command = command_line("bench/burst.py", argv, args.output, drop=("--save",))
 
     peak_load.stop()
     conditions = (
@@ -1055,18 +1050,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{_load()} at the end, {peak_load.peak:.1f} at the highest (sampled every 5 s; the "
         "containers of a 200-container burst alone count up to 200 runnable processes)."
     )
-    section = markdown(runs, command.strip(), args.repeats, describe(), conditions)
-    shown_save = "--save" in shown
-    if shown_save:
-        i = shown.index("--save")
-        del shown[i : i + 2]
-        command = "python bench/burst.py " + shlex.join(shown)
-        section = markdown(runs, command.strip(), args.repeats, describe(), conditions)
+    section = markdown(runs, command, args.repeats, describe(), conditions)
     if args.save:
         Path(args.save).write_text(
             json.dumps(
                 {
-                    "command": command.strip(),
+                    "command": command,
                     "repeats": args.repeats,
                     "conditions": conditions,
                     "runs": [

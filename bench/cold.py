@@ -33,8 +33,6 @@ Both variants and both ways alternate run by run, per engine, after one unmeasur
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -55,6 +53,7 @@ from bench.common import (
     percentile,
     prepare_database,
     ratio,
+    run_python,
     table,
     user_ids,
 )
@@ -150,20 +149,8 @@ def bytecode_env(env: dict[str, str], pycache: str) -> dict[str, str]:
 def _python(code: str, env: dict[str, str], *args: str) -> float:
     """Run ``code`` in a fresh interpreter (environment as given); the process wall time."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        cwd=str(ROOT),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return wall
+    run_python(["-c", code, *args], env)
+    return time.perf_counter() - started
 
 
 # -- the parent side ------------------------------------------------------------------------------
@@ -302,16 +289,7 @@ def collect_breakdown(runs: int, pycache: str) -> dict[str, float]:
     env = bytecode_env(engine_env("sqlite", "peewee_serverless_bench_import"), pycache)
     samples: dict[str, list[float]] = {name: [] for name in BREAKDOWN}
     for _ in range(max(1, runs)):
-        proc = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import examples.users.app"],
-            env=env,
-            cwd=str(ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=300,
-            check=True,
-        )
+        proc = run_python(["-X", "importtime", "-c", "import examples.users.app"], env)
         for line in proc.stderr.splitlines():
             # "import time:  self [us] | cumulative | imported package"
             parts = line.split("|")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -200,6 +201,36 @@ def child_environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return base
 
 
+def run_python(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    what: str = "child",
+    cwd: str | Path = ROOT,
+    timeout: float = 300,
+    capture_stdout: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (this interpreter) with exactly ``env``, in ``cwd``; the ended process.
+
+    Its stderr is captured and, when it exits non-zero, its tail is in the ``RuntimeError`` that
+    says ``what`` failed. Its stdout goes to ``/dev/null`` (where Powertools logs) unless
+    ``capture_stdout``.
+    """
+    proc = subprocess.run(
+        [sys.executable, *args],
+        env=dict(env),
+        cwd=str(cwd),
+        stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
 def run_child(
     module: str, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 600
 ) -> Any:
@@ -208,23 +239,22 @@ def run_child(
     The child's stdout (where Powertools logs) goes to ``/dev/null``; its stderr is shown when
     it fails.
     """
+    what = f"{module} {' '.join(args)}"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result = Path(tmp) / "result.json"
-        proc = subprocess.run(
-            [sys.executable, "-m", module, "--child", *args, "--result", str(result)],
-            env=child_environ(env),
-            cwd=str(ROOT),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0 or not result.exists():
-            raise RuntimeError(
-                f"{module} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-            )
+        command = ["-m", module, "--child", *args, "--result", str(result)]
+        proc = run_python(command, child_environ(env), what=what, timeout=timeout)
+        if not result.exists():
+            raise RuntimeError(f"{what} wrote no result:\n{proc.stderr[-4000:]}")
         return json.loads(result.read_text())
+
+
+def scenario_main(child: Callable[[Sequence[str]], int]) -> NoReturn:
+    """A scenario module's ``__main__``: ``--child ARGS`` is :func:`run_child` starting
+    ``child(ARGS)``; anything else is told to run the benchmarks through ``bench.run``."""
+    if sys.argv[1:2] == ["--child"]:
+        raise SystemExit(child(sys.argv[2:]))
+    raise SystemExit("run the benchmarks with: python -m bench.run")
 
 
 def write_result(path: str, data: Any) -> None:
@@ -328,6 +358,33 @@ def write_marked_section(path: Path, section: str, start: str, end: str) -> None
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def publish(section: str, output: str | Path, start: str, end: str, *, write: bool = True) -> int:
+    """A stand-alone script's last step: ``section`` (from ``start`` to ``end``) into ``output``
+    in place of its old one (unless not ``write``) and printed; the exit status, 0."""
+    if write:
+        write_marked_section(Path(output), section, start, end)
+    print(section)
+    return 0
+
+
+def command_line(
+    script: str, argv: Sequence[str] | None, output: str | Path, drop: Sequence[str] = ()
+) -> str:
+    """``python SCRIPT ARGS`` as a reader would type it, for a report: without ``--output`` when
+    it names the default ``docs/benchmarks.md``, nor ``--no-write`` (where the table went is not
+    how it was measured), nor the options in ``drop`` with their values."""
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if Path(output) == ROOT / "docs" / "benchmarks.md":
+        drop = ("--output", *drop)
+    for option in drop:
+        if option in shown:
+            i = shown.index(option)
+            del shown[i : i + 2]
+    if "--no-write" in shown:
+        shown.remove("--no-write")
+    return f"python {script} {shlex.join(shown)}".strip()
 
 
 @dataclass

@@ -128,7 +128,7 @@ def markdown(times: dict[str, list[float]], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure and write the section."""
-    from bench.common import DEFAULT_DATABASE, ensure_database, write_marked_section
+    from bench.common import DEFAULT_DATABASE, ensure_database, publish
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -140,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_database(engine, args.database)
     times = measure(args.rounds, args.database)
     section = markdown(times, f"python bench/connect.py --rounds {args.rounds}")
-    if not args.no_write:
-        write_marked_section(Path(args.output), section, MARK_START, MARK_END)
-    print(section)
-    return 0
+    return publish(section, args.output, MARK_START, MARK_END, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from bench.common import (
     prepare_database,
     ratio,
     run_child,
+    scenario_main,
     table,
     user_ids,
     write_result,
@@ -233,8 +234,4 @@ def run(budget: Budget, engines: Sequence[str], database: str) -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["--child"]:
-        raise SystemExit(child(sys.argv[2:]))
-    raise SystemExit("run the benchmarks with: python -m bench.run")
+    scenario_main(child)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -30,10 +29,10 @@ from bench.common import (
     fmt_ms,
     fmt_ratio,
     prepare_database,
+    publish,
     ratio,
     run_child,
     table,
-    write_marked_section,
     write_result,
 )
 from bench.run import load_average
@@ -142,10 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = prepare_database(engine, args.database)
         results[engine] = run_child("bench.onex", ["--invocations", str(args.invocations)], env)
     load.append(load_average())
-    text = section(results, args.invocations, load)
-    write_marked_section(Path(args.output), text, MARK_START, MARK_END)
-    print(text)
-    return 0
+    return publish(section(results, args.invocations, load), args.output, MARK_START, MARK_END)
 
 
 if __name__ == "__main__":

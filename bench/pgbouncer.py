@@ -46,7 +46,7 @@ from bench.burst import (  # noqa: E402
     drop_account,
     serverless_env,
 )
-from bench.common import write_marked_section  # noqa: E402
+from bench.common import command_line, publish  # noqa: E402
 
 MARK_START = "<!-- pgbouncer:start -->"
 MARK_END = "<!-- pgbouncer:end -->"
@@ -231,16 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             outcomes.append(outcome)
-    shown = list(argv if argv is not None else sys.argv[1:])
-    if "--output" in shown and Path(args.output) == ROOT / "docs" / "benchmarks.md":
-        i = shown.index("--output")
-        del shown[i : i + 2]
-    command = ("python bench/pgbouncer.py " + " ".join(shown)).strip()
+    command = command_line("bench/pgbouncer.py", argv, args.output)
     section = markdown(outcomes, command, _versions())
-    if not args.no_write:
-        write_marked_section(Path(args.output), section, MARK_START, MARK_END)
-    print(section)
-    return 0
+    return publish(section, args.output, MARK_START, MARK_END, write=not args.no_write)
 
 
 if __name__ == "__main__":

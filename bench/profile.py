@@ -23,6 +23,7 @@ from bench.common import (
     get_user_event,
     prepare_database,
     run_child,
+    scenario_main,
     table,
     user_ids,
     write_result,
@@ -206,8 +207,4 @@ def run(budget: Budget, engines: Sequence[str], database: str) -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["--child"]:
-        raise SystemExit(child(sys.argv[2:]))
-    raise SystemExit("run the benchmarks with: python -m bench.run")
+    scenario_main(child)

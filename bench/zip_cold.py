@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, fmt_ms, table, write_marked_section
+from bench.common import ROOT, fmt_ms, publish, run_python, table
 
 MARK_START = "<!-- zipcold:start -->"
 MARK_END = "<!-- zipcold:end -->"
@@ -101,18 +100,15 @@ def one_run(task: Path, runtime: Path, env: dict[str, str]) -> dict[str, float]:
     """A fresh interpreter importing the handler's module from ``task``."""
     child_env = {**env, "PYTHONPATH": os.pathsep.join((str(task), str(runtime)))}
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-S", "-B", "-c", CHILD],
-        env=child_env,
-        cwd=str(task.parent),
-        capture_output=True,
-        text=True,
+    done = run_python(
+        ["-S", "-B", "-c", CHILD],
+        child_env,
+        what=f"import from {task}",
+        cwd=task.parent,
         timeout=120,
-        check=False,
+        capture_stdout=True,
     )
     process = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"import from {task} failed: {done.stderr.strip()[-800:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     result["process"] = process
     return result
@@ -221,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    section = render(measure(args.runs))
-    write_marked_section(Path(args.output), section, MARK_START, MARK_END)
-    print(section)
-    return 0
+    return publish(render(measure(args.runs)), args.output, MARK_START, MARK_END)
 
 
 if __name__ == "__main__":

@@ -369,16 +369,12 @@ class MariaDBServer(PrivateServer):
         return cmd
 
     def connect(self, database: str | None = None, **kwargs: Any) -> Any:
-        """A PyMySQL connection (autocommit) as root."""
+        """A PyMySQL connection (autocommit) as root (or the ``user`` / ``password`` given)."""
         kwargs.setdefault("connect_timeout", 5)
+        kwargs.setdefault("user", self.admin_user)
+        kwargs.setdefault("password", "")
         return pymysql.connect(
-            host=self.host,
-            port=self.port,
-            user=self.admin_user,
-            password="",
-            database=database,
-            autocommit=True,
-            **kwargs,
+            host=self.host, port=self.port, database=database, autocommit=True, **kwargs
         )
 
     def _create_test_database(self) -> None:
@@ -459,14 +455,11 @@ class PostgresServer(PrivateServer):
         return signal.SIGINT  # "fast" shutdown: disconnect clients, then stop
 
     def connect(self, database: str | None = None, **kwargs: Any) -> Any:
-        """A psycopg2 connection (autocommit) as ``postgres``."""
+        """A psycopg2 connection (autocommit) as ``postgres`` (or the ``user`` given)."""
         kwargs.setdefault("connect_timeout", 5)
+        kwargs.setdefault("user", self.admin_user)
         conn = psycopg2.connect(
-            host=self.host,
-            port=self.port,
-            user=self.admin_user,
-            dbname=database or "postgres",
-            **kwargs,
+            host=self.host, port=self.port, dbname=database or "postgres", **kwargs
         )
         conn.autocommit = True
         return conn

@@ -8,6 +8,7 @@ server itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -188,29 +189,6 @@ def test_sampler_sees_connections(server: PrivateServer) -> None:
         drop_account(server, account.name)
 
 
-def _account_connection(server: PrivateServer, account: Any) -> Any:
-    """A plain driver connection as ``account`` (no retry: a refusal raises)."""
-    if server.engine == "mysql":
-        import pymysql
-
-        return pymysql.connect(
-            host=server.host,
-            port=server.port,
-            user=account.name,
-            password=account.password,
-            database=server.test_db,
-        )
-    import psycopg2
-
-    return psycopg2.connect(
-        host=server.host,
-        port=server.port,
-        user=account.name,
-        password=account.password,
-        dbname=server.test_db,
-    )
-
-
 def test_the_sampler_counts_admitted_sessions_only(server: PrivateServer) -> None:
     """Refused attempts against a full limit are not counted as the account's sessions.
 
@@ -219,13 +197,16 @@ def test_the_sampler_counts_admitted_sessions_only(server: PrivateServer) -> Non
     burst above).
     """
     account = create_limited_account(server, LIMIT if server.engine == "postgres" else 0)
+    login = functools.partial(
+        server.connect, server.test_db, user=account.name, password=account.password
+    )
     held: list[Any] = []
     try:
         with ConnectionSampler(server, account.name, interval=0.0) as sampler:
-            held.extend(_account_connection(server, account) for _ in range(LIMIT))
+            held.extend(login() for _ in range(LIMIT))
             for _ in range(200):
                 with pytest.raises(Exception, match=r"(?i)too many connections"):
-                    _account_connection(server, account)
+                    login()
         assert sampler.samples > 0
         assert sampler.peak == LIMIT
     finally:

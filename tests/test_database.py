@@ -48,6 +48,26 @@ def _bind(db: Any) -> None:
     db.create_tables([Note])
 
 
+def note_handler(
+    db: Any, answer: Callable[[], Any]
+) -> tuple[Callable[[Any, Any], Any], RecordingLogger]:
+    """``Note`` on ``db`` and a handler under ``database_lifecycle(db)`` that inserts the event's
+    ``body`` in a transaction (and, when the event has ``fail``, raises in it after the write)
+    and returns ``answer()``; and its records."""
+    _bind(db)
+    log = RecordingLogger()
+
+    @database_lifecycle(db, logger=log)
+    def handler(event: Any, context: Any) -> Any:
+        with db.atomic():
+            Note.create(body=event["body"])
+            if event.get("fail"):
+                raise RuntimeError("boom after a write")
+        return answer()
+
+    return handler, log
+
+
 def _session_id(db: Any) -> Any:
     """The server's id for the current session (SQLite: the identity of the connection)."""
     sid = db.server_connection_id()
@@ -150,15 +170,9 @@ def test_connection_killed_between_invocations_is_replaced(
     with or without an idle check due: the connection is replaced before the handler runs.
     """
     db = server_backend.make_db({"DB_IDLE_CHECK_SECONDS": idle_check, "DB_LOG_INVOCATIONS": "all"})
-    _bind(db)
-    log = RecordingLogger()
-
-    @database_lifecycle(db, logger=log)
-    def handler(event: Any, context: Any) -> Any:
-        with db.atomic():
-            Note.create(body=event["body"])
-        return {"session": db.server_connection_id(), "notes": Note.select().count()}
-
+    handler, log = note_handler(
+        db, lambda: {"session": db.server_connection_id(), "notes": Note.select().count()}
+    )
     first = handler({"body": "one"}, LambdaContext())
     server_backend.kill(first["session"])
     second = handler({"body": "two"}, LambdaContext())

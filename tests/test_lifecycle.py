@@ -15,23 +15,13 @@ from peewee_serverless.lifecycle import deadline_from_context
 from peewee_serverless.local.context import LambdaContext
 
 from .conftest import Backend
-from .test_database import Note, RecordingLogger, _bind, select_one_handler
+from .test_database import Note, RecordingLogger, _bind, note_handler, select_one_handler
 
 
 def test_exception_in_handler_commits_nothing_and_leaves_no_transaction(
     backend: Backend, db: Any
 ) -> None:
-    _bind(db)
-    log = RecordingLogger()
-
-    @database_lifecycle(db, logger=log)
-    def handler(event: Any, context: Any) -> Any:
-        with db.atomic():
-            Note.create(body=event["body"])
-            if event.get("fail"):
-                raise RuntimeError("boom after a write")
-        return Note.select().count()
-
+    handler, log = note_handler(db, lambda: Note.select().count())
     with pytest.raises(RuntimeError, match="boom"):
         handler({"body": "lost", "fail": True}, LambdaContext())
     assert not db.in_transaction()

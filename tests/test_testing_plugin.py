@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -73,15 +74,8 @@ def test_unrelated_project_pays_nothing(tmp_path: Path) -> None:
         assert name not in fixtures
 
 
-NOTES_MODELS = """
-from peewee import AutoField, CharField, Model
-
-from peewee_serverless import database_from_env
-
-db = database_from_env()
-
-
-class Note(Model):
+#: The project's one model; its migration creates the table from the same class.
+NOTE_MODEL = """class Note(Model):
     id = AutoField()
     text = CharField(max_length=200)
 
@@ -90,19 +84,22 @@ class Note(Model):
         table_name = "notes"
 """
 
-NOTES_MIGRATION = """
+NOTES_MODELS = f"""
+from peewee import AutoField, CharField, Model
+
+from peewee_serverless import database_from_env
+
+db = database_from_env()
+
+
+{NOTE_MODEL}"""
+
+NOTES_MIGRATION = f"""
 from peewee import AutoField, CharField, Model
 
 
 def up(migrator, db):
-    class Note(Model):
-        id = AutoField()
-        text = CharField(max_length=200)
-
-        class Meta:
-            database = db
-            table_name = "notes"
-
+{textwrap.indent(NOTE_MODEL, "    ")}
     db.create_tables([Note])
 """
 

@@ -40,7 +40,13 @@ from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from typing import Any
 
-__all__ = ["InvocationResult", "SimulationReport", "percentile", "run_containers"]
+__all__ = [
+    "InvocationResult",
+    "SimulationReport",
+    "drive_containers",
+    "percentile",
+    "run_containers",
+]
 
 #: Imported once by the fork server so that every container does not pay for them again.
 PRELOAD = (
@@ -307,10 +313,25 @@ def run_containers(
                 proc.join(10)
             parent.close()
 
+    return drive_containers(drive, report, problems)
+
+
+def drive_containers(
+    drive: Callable[[int], None],
+    report: SimulationReport,
+    problems: Sequence[str],
+    what: str = "simulation",
+) -> SimulationReport:
+    """Run ``drive(index)`` for each of ``report.containers`` containers, each in its own thread,
+    all at once; time the whole into ``report.wall_seconds``. ``drive`` lists what went wrong in
+    ``problems``: the first of them is raised (``RuntimeError``, saying ``what`` failed).
+
+    :func:`run_containers` drives Python workers this way; ``bench/anchors.py`` Node processes.
+    """
     started = time.perf_counter()
     threads = [
         threading.Thread(target=drive, args=(i,), name=f"container-{i}", daemon=True)
-        for i in range(containers)
+        for i in range(report.containers)
     ]
     for t in threads:
         t.start()
@@ -318,5 +339,5 @@ def run_containers(
         t.join()
     report.wall_seconds = time.perf_counter() - started
     if problems:
-        raise RuntimeError(f"simulation failed: {problems[0]} ({len(problems)} problems)")
+        raise RuntimeError(f"{what} failed: {problems[0]} ({len(problems)} problems)")
     return report
