@@ -235,9 +235,14 @@ class DeadlineBoundClient:
         return client
 
     # -- standing in for a boto3 client --------------------------------------------------------
+    def _any_built(self) -> Any:
+        """A client already built (any: they differ only in timeouts), or None."""
+        # A copy: another thread may add a client while this looks.
+        return next(iter(list(self._clients.values())), None)
+
     def _find_api_names(self) -> Container[str]:
         """The API method names, building no client for them (see the module)."""
-        built = next(iter(list(self._clients.values())), None)
+        built = self._any_built()
         if built is not None:  # every client of the service has the same methods
             return built.meta.method_to_api_mapping
         botocore_session = getattr(self._boto3_session(), "_session", None)
@@ -264,7 +269,7 @@ class DeadlineBoundClient:
             return getattr(self.client_now(), name)(*args, **kwargs)
 
         call.__name__ = name
-        built = next(iter(list(self._clients.values())), None)
+        built = self._any_built()
         call.__doc__ = (  # botocore's, when a client is there to give it
             getattr(built, name).__doc__
             if built is not None

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import inspect
 import os
 import re
 import shutil
@@ -477,14 +476,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=command)
 
 
+#: What the parsed command line holds besides build_package's parameters.
+_COMMAND_LINE_ONLY = frozenset({"command", "func", "verbose"})
+
+
 def command(args: argparse.Namespace) -> int:
     """Run the ``package`` command: build, print the report. Exit 1 over Lambda limits."""
     from ..cli import CommandError
 
-    # Each option is stored under the name of the build_package parameter it sets.
-    parameters = inspect.signature(build_package).parameters
+    # Each option is stored under the name of the build_package parameter it sets; everything
+    # but the command line's own entries is passed, so an option whose name matches no
+    # parameter fails (TypeError) instead of being dropped without a word.
+    options = {k: v for k, v in vars(args).items() if k not in _COMMAND_LINE_ONLY}
     try:
-        report = build_package(**{k: v for k, v in vars(args).items() if k in parameters})
+        report = build_package(**options)
     except PackagingError as exc:
         raise CommandError(str(exc)) from None
     print(report.format(verbose=args.verbose))
