@@ -196,7 +196,7 @@ def test_sampler_sees_connections(server: PrivateServer) -> None:
         drop_account(server, account.name)
 
 
-def test_refused_attempts_are_not_seen_as_more_sessions(server: PrivateServer) -> None:
+def test_the_sampler_sees_held_sessions_within_the_servers_bound(server: PrivateServer) -> None:
     """The sampler sees every session the account holds, and 200 refused attempts do not
     raise the peak past what the server admits (:data:`SEEN_AT_MOST`)."""
     account = create_limited_account(server, LIMIT if server.engine == "postgres" else 0)
